@@ -1,0 +1,14 @@
+"""twistd entry point and the built-in routers, found by twisted.plugin.
+
+This directory is a Twisted plugin drop-in directory: it must never get an
+``__init__.py``.
+"""
+
+from twisted.application.service import ServiceMaker
+
+sipgate_proxy = ServiceMaker(
+    "sipgate-proxy",
+    "sipgate_proxy.tap",
+    "A stateful SIP proxy with routing plugins.",
+    "sipgate-proxy",
+)
