@@ -1,0 +1,320 @@
+"""TOML configuration -> frozen dataclasses.
+
+Every error names the file, the key and what was expected, in one line, so
+that an operator sees at once what to fix. Router tables are kept as plain
+mappings here and validated by each router factory (which raises
+:class:`ConfigError` with the key inside its own table).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TRANSPORTS = ("udp", "tcp")
+LOG_LEVELS = ("debug", "info", "warn", "error")
+
+
+class ConfigError(Exception):
+    """A config value is wrong: ``file: key: what was expected``."""
+
+    def __init__(self, key: str, message: str, path: str | None = None) -> None:
+        self.key = key
+        self.message = message
+        self.path = path
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        where = f"{self.path}: " if self.path else ""
+        return f"{where}{self.key}: {self.message}"
+
+    def with_path(self, path: str) -> ConfigError:
+        """The same error, naming ``path`` as the file."""
+        return ConfigError(self.key, self.message, path)
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    transport: str
+    address: str
+    port: int
+    #: host and port written into Via and Record-Route; default: address/port
+    advertise: str | None = None
+    advertise_port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    domains: tuple[str, ...] = ()
+    record_route: bool = True
+    server: str = "sipgate-proxy"
+
+
+@dataclass(frozen=True, slots=True)
+class Timers:
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+    timer_c: float = 180.0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_message_size: int = 65535
+    max_headers: int = 128
+    max_line_length: int = 8192
+    udp_mtu: int = 1300
+    max_transactions: int = 200_000
+    max_connections: int = 10_000
+    tcp_idle_timeout: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingSettings:
+    routers: tuple[str, ...] = ("static",)
+    plugin_dirs: tuple[str, ...] = ()
+    #: each router's own table, keyed by router name
+    tables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+DEFAULT_LISTENERS = (
+    Listener("udp", "127.0.0.1", 5060),
+    Listener("tcp", "127.0.0.1", 5060),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: str = "<defaults>"
+    proxy: ProxySettings = ProxySettings()
+    listeners: tuple[Listener, ...] = DEFAULT_LISTENERS
+    timers: Timers = Timers()
+    limits: Limits = Limits()
+    log: LogSettings = LogSettings()
+    routing: RoutingSettings = RoutingSettings()
+
+
+# -- typed readers -----------------------------------------------------------
+
+
+def _type_name(value: object) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+class _Table:
+    """Reads one TOML table, tracking which keys were used."""
+
+    def __init__(self, data: Mapping[str, Any], prefix: str) -> None:
+        self.data = data
+        self.prefix = prefix
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def _get(self, name: str) -> Any:
+        self.used.add(name)
+        return self.data.get(name)
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self._get(name)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ConfigError(self.key(name), f"expected true or false, got {_type_name(value)}")
+        return value
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        value = self._get(name)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(self.key(name), f"expected an integer, got {_type_name(value)}")
+        if not low <= value <= high:
+            raise ConfigError(self.key(name), f"expected an integer from {low} to {high}, got {value}")
+        return value
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        value = self._get(name)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(self.key(name), f"expected a number of seconds, got {_type_name(value)}")
+        if not low <= value <= high:
+            raise ConfigError(self.key(name), f"expected a number from {low} to {high}, got {value}")
+        return float(value)
+
+    def string(self, name: str, default: str | None, choices: tuple[str, ...] = ()) -> str | None:
+        value = self._get(name)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            raise ConfigError(self.key(name), f"expected a string, got {_type_name(value)}")
+        if choices and value not in choices:
+            raise ConfigError(self.key(name), f"expected one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def strings(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self._get(name)
+        if value is None:
+            return default
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(self.key(name), "expected a list of strings")
+        return tuple(value)
+
+    def table(self, name: str) -> _Table:
+        value = self._get(name)
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise ConfigError(self.key(name), f"expected a table, got {_type_name(value)}")
+        return _Table(value, self.key(name))
+
+    def finish(self) -> None:
+        for name in self.data:
+            if name not in self.used:
+                raise ConfigError(self.key(name), "unknown key")
+
+
+def _ip(value: str, key: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ConfigError(key, f"expected an IP address, got {value!r}") from None
+
+
+def _listeners(raw: Any) -> tuple[Listener, ...]:
+    if raw is None:
+        return DEFAULT_LISTENERS
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("listen", "expected one or more [[listen]] tables")
+    result = []
+    seen = set()
+    for index, item in enumerate(raw):
+        prefix = f"listen[{index}]"
+        if not isinstance(item, dict):
+            raise ConfigError(prefix, "expected a table")
+        table = _Table(item, prefix)
+        transport = table.string("transport", None, TRANSPORTS)
+        if transport is None:
+            raise ConfigError(table.key("transport"), f"required: one of {', '.join(TRANSPORTS)}")
+        address = _ip(table.string("address", "127.0.0.1") or "", table.key("address"))
+        port = table.integer("port", 5060, 0, 65535)
+        advertise = table.string("advertise", None)
+        advertise_port = table.integer("advertise_port", 0, 0, 65535) or None
+        table.finish()
+        if port and (transport, address, port) in seen:
+            raise ConfigError(prefix, f"{transport} {address}:{port} is listed twice")
+        seen.add((transport, address, port))
+        result.append(Listener(transport, address, port, advertise, advertise_port))
+    return tuple(result)
+
+
+def parse_config(data: Mapping[str, Any], path: str = "<config>") -> Config:
+    """Validate a parsed TOML document; raise :class:`ConfigError`."""
+    try:
+        return _parse(data, path)
+    except ConfigError as error:
+        raise error.with_path(path) from None
+
+
+def _parse(data: Mapping[str, Any], path: str) -> Config:
+    root = _Table(data, "")
+
+    proxy_t = root.table("proxy")
+    proxy = ProxySettings(
+        domains=tuple(d.lower() for d in proxy_t.strings("domains", ())),
+        record_route=proxy_t.boolean("record_route", True),
+        server=proxy_t.string("server", "sipgate-proxy") or "sipgate-proxy",
+    )
+    proxy_t.finish()
+
+    root.used.add("listen")
+    listeners = _listeners(data.get("listen"))
+
+    timers_t = root.table("timers")
+    t1 = timers_t.number("t1", 0.5, 0.01, 60.0)
+    timers = Timers(
+        t1=t1,
+        t2=timers_t.number("t2", 4.0, 0.01, 600.0),
+        t4=timers_t.number("t4", 5.0, 0.01, 600.0),
+        timer_c=timers_t.number("timer_c", 180.0, 1.0, 86400.0),
+    )
+    if timers.t2 < t1:
+        raise ConfigError("timers.t2", f"expected at least t1 ({t1}), got {timers.t2}")
+    timers_t.finish()
+
+    limits_t = root.table("limits")
+    limits = Limits(
+        max_message_size=limits_t.integer("max_message_size", 65535, 1024, 16 * 1024 * 1024),
+        max_headers=limits_t.integer("max_headers", 128, 8, 10_000),
+        max_line_length=limits_t.integer("max_line_length", 8192, 128, 1024 * 1024),
+        udp_mtu=limits_t.integer("udp_mtu", 1300, 200, 65535),
+        max_transactions=limits_t.integer("max_transactions", 200_000, 10, 100_000_000),
+        max_connections=limits_t.integer("max_connections", 10_000, 1, 1_000_000),
+        tcp_idle_timeout=limits_t.number("tcp_idle_timeout", 600.0, 1.0, 86400.0),
+    )
+    limits_t.finish()
+
+    log_t = root.table("log")
+    log = LogSettings(level=log_t.string("level", "info", LOG_LEVELS) or "info")
+    log_t.finish()
+
+    routing_t = root.table("routing")
+    routers = routing_t.strings("routers", ("static",))
+    if len(set(routers)) != len(routers):
+        raise ConfigError("routing.routers", "a router is named twice")
+    plugin_dirs = routing_t.strings("plugin_dirs", ())
+    base = Path(path).parent
+    plugin_dirs = tuple(str((base / d).resolve()) for d in plugin_dirs)
+    tables: dict[str, Mapping[str, Any]] = {}
+    for name, value in routing_t.data.items():
+        if name in ("routers", "plugin_dirs"):
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(f"routing.{name}", "expected a table of router settings")
+        if name not in routers:
+            raise ConfigError(f"routing.{name}", f"settings for router {name!r}, which routing.routers does not name")
+        routing_t.used.add(name)
+        tables[name] = value
+    routing_t.finish()
+    routing = RoutingSettings(routers=routers, plugin_dirs=plugin_dirs, tables=tables)
+
+    root.finish()
+    return Config(
+        path=path,
+        proxy=proxy,
+        listeners=listeners,
+        timers=timers,
+        limits=limits,
+        log=log,
+        routing=routing,
+    )
+
+
+def load_config(path: str) -> Config:
+    """Read and validate the TOML file at ``path``."""
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as error:
+        raise ConfigError("(file)", f"cannot read: {error.strerror}", path) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError("(syntax)", f"not valid TOML: {error}", path) from None
+    return parse_config(data, path)

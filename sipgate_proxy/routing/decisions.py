@@ -1,0 +1,50 @@
+"""What a router can decide about a request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One place to send the request.
+
+    ``uri`` becomes the Request-URI; ``next_hop``, when given, is where the
+    request is sent instead of the address the URI names (an outbound proxy
+    or gateway; its transport and port apply). ``headers`` are added to the
+    request sent to this target.
+    """
+
+    uri: str
+    next_hop: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Send the request to ``targets``: all at once, or one after another."""
+
+    targets: tuple[Target, ...]
+    mode: Literal["parallel", "serial"] = "parallel"
+    #: attributes for the log line and later routers (dial plan results ...)
+    attrs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """Answer 302 with these Contact URIs."""
+
+    contacts: tuple[str, ...]
+    status: int = 302
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """Answer with ``status`` and ``reason``."""
+
+    status: int
+    reason: str
+
+
+Decision = Forward | Redirect | Reject

@@ -1,0 +1,64 @@
+"""A heap of deadlines for the sans-IO core.
+
+The core arms timers at absolute times; the I/O layer asks for the earliest
+deadline, sleeps until then and calls :meth:`TimerHeap.expire` with the time
+it woke up at.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from itertools import count
+
+
+class Timer:
+    """One armed timer; ``cancel()`` makes it never fire."""
+
+    __slots__ = ("deadline", "seq", "callback", "active")
+
+    def __init__(self, deadline: float, seq: int, callback: Callable[[float], None]) -> None:
+        self.deadline = deadline
+        self.seq = seq
+        self.callback = callback
+        self.active = True
+
+    def cancel(self) -> None:
+        self.active = False
+
+    def __lt__(self, other: Timer) -> bool:
+        if self.deadline != other.deadline:
+            return self.deadline < other.deadline
+        return self.seq < other.seq
+
+
+class TimerHeap:
+    def __init__(self) -> None:
+        self._heap: list[Timer] = []
+        self._seq = count()
+
+    def arm(self, deadline: float, callback: Callable[[float], None]) -> Timer:
+        timer = Timer(deadline, next(self._seq), callback)
+        heapq.heappush(self._heap, timer)
+        return timer
+
+    def next_deadline(self) -> float | None:
+        heap = self._heap
+        while heap and not heap[0].active:
+            heapq.heappop(heap)
+        return heap[0].deadline if heap else None
+
+    def expire(self, now: float) -> int:
+        """Fire every active timer due at ``now``; return how many fired."""
+        heap = self._heap
+        fired = 0
+        while heap and heap[0].deadline <= now:
+            timer = heapq.heappop(heap)
+            if timer.active:
+                timer.active = False
+                fired += 1
+                timer.callback(now)
+        return fired
+
+    def __len__(self) -> int:
+        return sum(1 for timer in self._heap if timer.active)
