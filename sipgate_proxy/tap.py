@@ -1,8 +1,33 @@
+"""twistd glue: ``twistd -n sipgate-proxy --config etc/sipgate-proxy.toml``."""
+
+from __future__ import annotations
+
+from typing import Any
+
 from twisted.python import usage
-from twisted.application.service import MultiService
+
+from .config import ConfigError, load_config
+
 
 class Options(usage.Options):
-    optParameters = [["config", "c", "etc/sipgate-proxy.toml", "Path to the TOML config."]]
+    optParameters = [
+        ["config", "c", "etc/sipgate-proxy.toml", "Path to the TOML config file."],
+    ]
 
-def makeService(options):
-    return MultiService()
+    def postOptions(self) -> None:
+        try:
+            self["loaded"] = load_config(self["config"])
+        except ConfigError as error:
+            raise usage.UsageError(str(error)) from None
+
+
+def makeService(options: Options) -> Any:
+    from twisted.internet import reactor
+
+    from .service import ProxyService
+
+    config = options["loaded"]
+    try:
+        return ProxyService(config, reactor)
+    except ConfigError as error:
+        raise usage.UsageError(str(error.with_path(config.path))) from None

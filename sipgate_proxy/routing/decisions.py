@@ -48,3 +48,19 @@ class Reject:
 
 
 Decision = Forward | Redirect | Reject
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """What a router knows about a request besides the request itself."""
+
+    #: transport ("udp", "tcp"), address and port the request came from
+    transport: str
+    source_host: str
+    source_port: int
+    #: the time the request arrived (the reactor's clock)
+    now: float
+    #: attributes set by earlier routers, read by later ones
+    attrs: dict[str, str] = field(default_factory=dict)
+    #: name of the router that decided (set by the chain)
+    decided_by: str | None = None

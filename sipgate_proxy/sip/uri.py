@@ -328,9 +328,6 @@ def parse_uri(text: str) -> URI:
     Unknown schemes parse as ``scheme`` plus ``opaque`` so that the caller
     can answer 416 Unsupported URI Scheme.
     """
-    match = _SCHEME_RE.match(text)
-    if match is None:
-        raise SIPError(400, "Bad URI: missing scheme")
     bad = _BAD_CHAR_RE.search(text)
     if bad is not None:
         char = bad.group(0)
@@ -339,6 +336,9 @@ def parse_uri(text: str) -> URI:
         if _WHITESPACE_RE.match(char):
             raise SIPError(400, "Bad URI: whitespace inside URI")
         raise SIPError(400, "Bad URI: control character")
+    match = _SCHEME_RE.match(text)
+    if match is None:
+        raise SIPError(400, "Bad URI: missing scheme")
     scheme = match.group(0)[:-1].lower()
     rest = text[match.end() :]
     if scheme == "sip" or scheme == "sips":

@@ -6,9 +6,13 @@ This directory is a Twisted plugin drop-in directory: it must never get an
 
 from twisted.application.service import ServiceMaker
 
+from sipgate_proxy.routing.static import StaticRouterFactory
+
 sipgate_proxy = ServiceMaker(
     "sipgate-proxy",
     "sipgate_proxy.tap",
     "A stateful SIP proxy with routing plugins.",
     "sipgate-proxy",
 )
+
+static_router = StaticRouterFactory()

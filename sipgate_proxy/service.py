@@ -1,0 +1,199 @@
+"""Wires listeners, the proxy core and the routing chain to a reactor."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.base import DelayedCall
+from twisted.logger import Logger
+
+from .config import Config
+from .routing.plugins import build_chain
+from .sip.message import Message
+from .sip.parser import ParseError, ParseLimits
+from .sip.proxy import CoreSettings, Interface, ProxyCore, Router
+from .sip.transaction import Destination, TimerValues
+from .transport.stream import ConnectionTable
+from .transport.udp import SIPDatagramProtocol
+
+log = Logger(namespace="sipgate_proxy.service")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class ProxyService(Service):
+    """The running proxy: sockets, timers and the sans-IO core."""
+
+    def __init__(self, config: Config, reactor: Any, router: Router | None = None) -> None:
+        self.config = config
+        self.reactor = reactor
+        if router is None:
+            routing = config.routing
+            router = build_chain(routing.routers, routing.tables, routing.plugin_dirs, reactor)
+        self.router = router
+        self.core: ProxyCore | None = None
+        self.udp: dict[str, SIPDatagramProtocol] = {}
+        self.ports: list[Any] = []
+        self.interfaces: list[Interface] = []
+        limits = config.limits
+        self.parse_limits = ParseLimits(limits.max_message_size, limits.max_headers, limits.max_line_length)
+        self.connections = ConnectionTable(
+            reactor,
+            reactor,
+            self.parse_limits,
+            self._deliver_message,
+            self._connection_failed,
+            idle_timeout=limits.tcp_idle_timeout,
+            max_connections=limits.max_connections,
+        )
+        self._timer: DelayedCall | None = None
+        self._resolved: dict[str, str] = {}
+
+    # -- start and stop ----------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        reactor = self.reactor
+        for listener in self.config.listeners:
+            name = f"{listener.transport}:{listener.address}:{listener.port}"
+            if listener.transport == "udp":
+                protocol = SIPDatagramProtocol(name, self._deliver_datagram)
+                port = reactor.listenUDP(listener.port, protocol, interface=listener.address, maxPacketSize=65535)
+                self.udp[name] = protocol
+            else:
+                port = reactor.listenTCP(
+                    listener.port, self.connections.inbound_factory(name), backlog=1024, interface=listener.address
+                )
+            self.ports.append(port)
+            actual = port.getHost().port
+            log.info(
+                "listening on {transport} {address}:{port}",
+                transport=listener.transport,
+                address=listener.address,
+                port=actual,
+            )
+            self.interfaces.append(
+                Interface(
+                    name=name,
+                    transport=listener.transport,
+                    host=listener.address,
+                    port=actual,
+                    advertise=listener.advertise or listener.address,
+                    advertise_port=listener.advertise_port or actual,
+                )
+            )
+        config = self.config
+        timers = config.timers
+        settings = CoreSettings(
+            domains=config.proxy.domains,
+            record_route=config.proxy.record_route,
+            server=config.proxy.server,
+            timer_c=timers.timer_c,
+            udp_mtu=config.limits.udp_mtu,
+            limits=self.parse_limits,
+            timers=TimerValues(timers.t1, timers.t2, timers.t4),
+            max_transactions=config.limits.max_transactions,
+        )
+        core = ProxyCore(self.interfaces, settings, self.router, self._transmit, reactor.seconds)
+        level = config.log.level
+        core.info_enabled = level in ("debug", "info")
+        core.debug_enabled = level == "debug"
+        core.on_wakeup = self._rearm
+        self.core = core
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self.connections.close_all()
+        from twisted.internet.defer import gatherResults, maybeDeferred
+
+        ports, self.ports = self.ports, []
+        return gatherResults([maybeDeferred(port.stopListening) for port in ports])
+
+    # -- into the core -----------------------------------------------------
+
+    def _deliver_datagram(self, data: bytes, source: Destination) -> None:
+        core = self.core
+        if core is None:
+            return
+        core.receive_datagram(data, source, self.reactor.seconds())
+        self._rearm()
+
+    def _deliver_message(self, message: Message | ParseError, source: Destination) -> None:
+        core = self.core
+        if core is None:
+            return
+        core.receive_message(message, source, self.reactor.seconds())
+        self._rearm()
+
+    def _connection_failed(self, destination: Destination) -> None:
+        if self.core is not None:
+            self.core.connection_failed(destination, self.reactor.seconds())
+            self._rearm()
+
+    # -- timers ------------------------------------------------------------
+
+    def _rearm(self) -> None:
+        core = self.core
+        if core is None:
+            return
+        deadline = core.next_deadline()
+        timer = self._timer
+        if deadline is None:
+            return
+        if timer is not None and timer.active():
+            if timer.getTime() <= deadline:
+                return
+            timer.cancel()
+        delay = max(0.0, deadline - self.reactor.seconds())
+        self._timer = self.reactor.callLater(delay, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        core = self.core
+        if core is None:
+            return
+        core.handle_timers(self.reactor.seconds())
+        self._rearm()
+
+    # -- out of the core ---------------------------------------------------
+
+    def _transmit(self, data: bytes, destination: Destination) -> None:
+        host = destination.host
+        if not _is_ip(host):
+            cached = self._resolved.get(host)
+            if cached is None:
+                self._resolve_then_send(data, destination)
+                return
+            destination = destination._replace(host=cached)
+        if destination.transport == "udp":
+            protocol = self.udp.get(destination.local or "")
+            if protocol is None:
+                protocol = next(iter(self.udp.values()), None)
+            if protocol is None:
+                log.warn("no udp listener to send to {host}", host=destination.host)
+                return
+            protocol.send(data, destination.host, destination.port)
+        else:
+            self.connections.send(data, destination, destination.local or "")
+
+    def _resolve_then_send(self, data: bytes, destination: Destination) -> None:
+        def resolved(address: str) -> None:
+            self._resolved[destination.host] = address
+            self._transmit(data, destination._replace(host=address))
+
+        def failed(failure: Any) -> None:
+            log.info("cannot resolve {host}: {reason}", host=destination.host, reason=failure.getErrorMessage())
+            self._connection_failed(destination)
+
+        self.reactor.resolve(destination.host).addCallbacks(resolved, failed)

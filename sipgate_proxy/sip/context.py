@@ -1,0 +1,258 @@
+"""The response context of a stateful proxy (RFC 3261 16.7, 16.10).
+
+One context per server transaction: its branches (one client transaction
+each), Timer C, the best response so far, serial failover to the next
+target and CANCEL of the branches that are still pending.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .message import Header, Request, Response, make_response, pretty_name
+from .timers import Timer
+from .transaction import ClientTransaction, ServerTransaction
+
+if TYPE_CHECKING:
+    from ..routing.decisions import Target
+    from .proxy import ProxyCore
+
+#: 4xx statuses RFC 3261 16.7 step 6 prefers within the 4xx class
+_PREFERRED_4XX = (401, 407, 415, 420, 484)
+
+
+def response_rank(status: int) -> tuple[int, int]:
+    """Sort key: lower is better (RFC 3261 16.7 step 6)."""
+    if 600 <= status < 700:
+        return (0, status)
+    if 200 <= status < 300:
+        return (1, status)
+    klass = status // 100
+    if klass == 4 and status in _PREFERRED_4XX:
+        return (2, _PREFERRED_4XX.index(status))
+    if klass == 5 and status == 503:
+        # a 503 from downstream says nothing about us: least preferred 5xx
+        return (klass + 1, 99)
+    return (klass + 1, status)
+
+
+class Branch:
+    """One client transaction of a response context."""
+
+    __slots__ = (
+        "context",
+        "target",
+        "request",
+        "txn",
+        "provisional",
+        "final",
+        "cancel_wanted",
+        "cancelled",
+        "timer_c",
+    )
+
+    def __init__(self, context: ResponseContext, target: Target, request: Request) -> None:
+        self.context = context
+        self.target = target
+        self.request = request
+        self.txn: ClientTransaction | None = None
+        self.provisional = False
+        self.final: int | None = None
+        self.cancel_wanted = False
+        self.cancelled = False
+        self.timer_c: Timer | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.final is not None
+
+
+class ResponseContext:
+    """Branches and best response for one proxied request."""
+
+    __slots__ = (
+        "core",
+        "server",
+        "request",
+        "branches",
+        "pending_targets",
+        "serial",
+        "failover",
+        "best",
+        "auth_headers",
+        "final_sent",
+        "cancelled",
+        "started",
+        "decided_by",
+        "on_done",
+        "finished",
+        "logged",
+    )
+
+    def __init__(
+        self,
+        core: ProxyCore,
+        server: ServerTransaction,
+        request: Request,
+        started: float,
+    ) -> None:
+        self.core = core
+        self.server = server
+        self.request = request
+        self.branches: list[Branch] = []
+        self.pending_targets: list[Target] = []
+        self.serial = False
+        self.failover: frozenset[int] = frozenset()
+        self.best: Response | None = None
+        self.auth_headers: list[Header] = []
+        self.final_sent = False
+        self.cancelled = False
+        self.started = started
+        self.decided_by = ""
+        self.on_done: Callable[[ResponseContext, int], None] | None = None
+        self.finished = False
+        self.logged = False
+
+    @property
+    def invite(self) -> bool:
+        return self.request.method == "INVITE"
+
+    def active_branches(self) -> list[Branch]:
+        return [b for b in self.branches if not b.done]
+
+    # -- responses from branches ------------------------------------------
+
+    def branch_response(self, branch: Branch, response: Response, now: float) -> None:
+        status = response.status
+        core = self.core
+        if status < 200:
+            if branch.final is not None:
+                return
+            branch.provisional = True
+            if branch.cancel_wanted and not branch.cancelled:
+                core.send_cancel(branch, now)
+            if status == 100:
+                return
+            if self.invite and branch.timer_c is not None:
+                core.restart_timer_c(branch, now)
+            if not self.final_sent:
+                core.forward_response(self, response, now)
+            return
+        if 200 <= status < 300:
+            if branch.final is None:
+                branch.final = status
+                core.stop_timer_c(branch)
+            # every 2xx to an INVITE goes upstream, even after a final one
+            if self.invite or not self.final_sent:
+                self.final_sent = True
+                core.forward_response(self, response, now)
+            self.cancel_pending(now, "200")
+            self.check_done(now)
+            return
+        if branch.final is not None:
+            return
+        branch.final = status
+        core.stop_timer_c(branch)
+        if status in (401, 407):
+            key = "www-authenticate" if status == 401 else "proxy-authenticate"
+            self.auth_headers.extend(entry for entry in response.headers if entry[0] == key)
+        self.consider(response)
+        if status >= 600:
+            self.cancel_pending(now, "600")
+        else:
+            self._serial_step(status, now)
+        self.check_done(now)
+
+    def branch_failed(self, branch: Branch, status: int, reason: str, now: float) -> None:
+        """A branch ended without a final response: timeout or transport error."""
+        if branch.final is not None:
+            return
+        if branch.cancel_wanted:
+            status, reason = 487, "Request Terminated"
+        branch.final = status
+        self.core.stop_timer_c(branch)
+        self.consider(make_response(branch.request, status, reason))
+        self._serial_step(status, now)
+        self.check_done(now)
+
+    def consider(self, response: Response) -> None:
+        best = self.best
+        if best is None or response_rank(response.status) < response_rank(best.status):
+            self.best = response
+
+    def _serial_step(self, status: int, now: float) -> None:
+        """After a failed branch: try the next target, or stop trying."""
+        if not self.pending_targets:
+            return
+        if status not in self.failover or self.cancelled or self.final_sent:
+            self.pending_targets.clear()
+            return
+        while self.pending_targets:
+            target = self.pending_targets.pop(0)
+            if self.core.start_branch(self, target, now):
+                return
+
+    def check_done(self, now: float) -> None:
+        if self.finished:
+            return
+        if any(not b.done for b in self.branches):
+            return
+        self.finished = True
+        status = 0
+        if not self.final_sent:
+            best = self.best
+            if best is None:
+                best = make_response(self.request, 408, "Request Timeout")
+            best = self._finalise(best)
+            self.final_sent = True
+            self.core.forward_response(self, best, now)
+            status = best.status
+        elif self.best is not None and self.best.status < 300:
+            status = self.best.status
+        if self.on_done is not None:
+            self.on_done(self, status)
+
+    def _finalise(self, best: Response) -> Response:
+        status = best.status
+        if status == 503:
+            # RFC 3261 16.7 step 6: a downstream 503 becomes our 500
+            best = best.copy()
+            best.status = 500
+            best.reason = "Server Internal Error (all destinations unavailable)"
+        elif status in (401, 407) and self.auth_headers:
+            key = "www-authenticate" if status == 401 else "proxy-authenticate"
+            best = best.copy()
+            best.headers = [entry for entry in best.headers if entry[0] != key]
+            best.headers.extend(self.auth_headers)
+        return best
+
+    # -- cancel ------------------------------------------------------------
+
+    def cancel_pending(self, now: float, cause: str) -> None:
+        """CANCEL every branch without a final response (16.7 step 10, 16.10)."""
+        self.pending_targets.clear()
+        if not self.invite:
+            return
+        for branch in self.branches:
+            if branch.done or branch.cancel_wanted:
+                continue
+            branch.cancel_wanted = True
+            if branch.provisional:
+                self.core.send_cancel(branch, now)
+
+    def cancel(self, now: float) -> None:
+        """The caller sent CANCEL."""
+        self.cancelled = True
+        self.cancel_pending(now, "cancel")
+
+
+def reason_header(cause: str) -> tuple[str, str] | None:
+    if cause == "200":
+        return ("Reason", 'SIP;cause=200;text="Call completed elsewhere"')
+    if cause == "600":
+        return ("Reason", 'SIP;cause=600;text="Busy Everywhere"')
+    return None
+
+
+__all__ = ["Branch", "ResponseContext", "response_rank", "reason_header", "pretty_name"]

@@ -1,0 +1,725 @@
+"""The stateful proxy core (RFC 3261 section 16), without I/O.
+
+Bytes come in with the address they came from and the time; bytes leave
+through ``transmit``; timers wait on the transaction layer's heap. The I/O
+layer calls :meth:`ProxyCore.next_deadline` after every call into the core
+and :meth:`ProxyCore.handle_timers` when that time has come. When a router
+answers later (a Deferred), the core calls ``on_wakeup`` so that the I/O
+layer re-arms its timer.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.logger import Logger
+
+from ..routing.decisions import Forward, Redirect, Reject, RequestContext, Target
+from .context import Branch, ResponseContext, reason_header
+from .errors import SIPError
+from .headers import Via, parse_name_addr, parse_via, split_values
+from .message import Header, Message, Request, Response, make_response
+from .parser import DEFAULT_LIMITS, ParseError, ParseLimits, parse_datagram
+from .timers import Timer
+from .transaction import (
+    MAGIC_COOKIE,
+    ClientTransaction,
+    Destination,
+    ServerTransaction,
+    TimerValues,
+    TransactionLayer,
+    Transmit,
+)
+from .uri import URI, parse_uri
+from .validate import stamp_via, validate_request
+
+log = Logger(namespace="sipgate_proxy.core")
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, REFER, MESSAGE, PRACK, UPDATE, INFO, PUBLISH"
+DEFAULT_FAILOVER = frozenset({408, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True, slots=True)
+class Interface:
+    """A listening socket as the core sees it."""
+
+    name: str
+    transport: str
+    host: str
+    port: int
+    advertise: str
+    advertise_port: int
+
+    @property
+    def ipv6(self) -> bool:
+        return ":" in self.host
+
+    def sent_by(self) -> str:
+        host = f"[{self.advertise}]" if ":" in self.advertise else self.advertise
+        return f"{host}:{self.advertise_port}"
+
+
+@dataclass(frozen=True, slots=True)
+class CoreSettings:
+    domains: tuple[str, ...] = ()
+    record_route: bool = True
+    server: str = "sipgate-proxy"
+    timer_c: float = 180.0
+    udp_mtu: int = 1300
+    failover: frozenset[int] = DEFAULT_FAILOVER
+    limits: ParseLimits = DEFAULT_LIMITS
+    timers: TimerValues = field(default_factory=TimerValues)
+    max_transactions: int = 200_000
+
+
+class Router:
+    """What the core asks where a request goes (the routing chain)."""
+
+    def route(self, request: Request, context: RequestContext) -> Any:
+        return None
+
+
+def _bare(host: str) -> str:
+    return host[1:-1] if host.startswith("[") else host
+
+
+def _undeliverable(host: str) -> bool:
+    """Broadcast, multicast and unspecified addresses never get a response."""
+    try:
+        address = ipaddress.ip_address(_bare(host))
+    except ValueError:
+        return False
+    if address.is_multicast or address.is_unspecified:
+        return True
+    return address.version == 4 and address == ipaddress.IPv4Address("255.255.255.255")
+
+
+def via_destination(via: Via, transport: str | None = None) -> Destination:
+    """Where a response for ``via`` goes when no connection is known (18.2.2)."""
+    host = via.received or via.host
+    rport = via.rport
+    if rport:
+        port = int(rport)
+    else:
+        port = via.port or (5061 if via.transport == "TLS" else 5060)
+    return Destination(transport or via.transport.lower(), _bare(host), port)
+
+
+class ProxyCore:
+    def __init__(
+        self,
+        interfaces: list[Interface],
+        settings: CoreSettings,
+        router: Router,
+        transmit: Transmit,
+        clock: Callable[[], float],
+    ) -> None:
+        if not interfaces:
+            raise ValueError("the proxy needs at least one interface")
+        self.interfaces = interfaces
+        self.settings = settings
+        self.router = router
+        self.transmit = transmit
+        self.clock = clock
+        self.on_wakeup: Callable[[], None] | None = None
+        self.layer = TransactionLayer(transmit, settings.timers, settings.max_transactions)
+        self._by_name = {i.name: i for i in interfaces}
+        self._names = {i.advertise.lower() for i in interfaces} | {i.host for i in interfaces}
+        self._names.update(settings.domains)
+        self._ports = {i.advertise_port for i in interfaces} | {i.port for i in interfaces}
+        self._sent_by = {(_bare(i.advertise.lower()), i.advertise_port) for i in interfaces}
+        self._prefix = os.urandom(4).hex()
+        self._counter = 0
+        self.info_enabled = True
+        self.debug_enabled = False
+
+    # -- entry points --------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        return self.layer.next_deadline()
+
+    def handle_timers(self, now: float) -> None:
+        self.layer.handle_timers(now)
+
+    def receive_datagram(self, data: bytes, source: Destination, now: float) -> None:
+        try:
+            message = parse_datagram(data, self.settings.limits)
+        except ParseError as error:
+            self._bad_message(error, error.message, source, now)
+            return
+        except SIPError as error:
+            self._bad_message(error, None, source, now)
+            return
+        if message is not None:
+            self.receive_message(message, source, now)
+
+    def receive_message(self, message: Message | ParseError, source: Destination, now: float) -> None:
+        if isinstance(message, ParseError):
+            self._bad_message(message, message.message, source, now)
+            return
+        if self.debug_enabled:
+            log.debug(
+                "recv {transport} {host}:{port}\n{text}",
+                transport=source.transport,
+                host=source.host,
+                port=source.port,
+                text=message.header_text(),
+            )
+        try:
+            if isinstance(message, Request):
+                self._request(message, source, now)
+            else:
+                assert isinstance(message, Response)
+                self._response(message, now)
+        except SIPError as error:
+            self._bad_message(error, message, source, now)
+
+    def connection_failed(self, destination: Destination, now: float) -> None:
+        """A stream to ``destination`` could not be opened or broke."""
+        for txn in list(self.layer.client.values()):
+            dest = txn.destination
+            if dest.transport == destination.transport and dest.host == destination.host and dest.port == destination.port:
+                txn.transport_error(now)
+
+    # -- bad input -------------------------------------------------------------
+
+    def _bad_message(
+        self, error: SIPError, message: Message | None, source: Destination, now: float
+    ) -> None:
+        if not isinstance(message, Request) or message.method == "ACK":
+            log.info(
+                "dropped message from {host}:{port}: {status} {reason}",
+                host=source.host,
+                port=source.port,
+                status=error.status,
+                reason=error.reason,
+            )
+            return
+        try:
+            response = make_response(message, error.status, error.reason, self._tag(), error.headers)
+            self._server_header(response)
+            via = message.top_via
+            if source.reliable:
+                dest = source
+            else:
+                dest = via_destination(via, "udp")._replace(local=source.local)
+                if via.received is None and _bare(via.host) != source.host:
+                    dest = dest._replace(host=source.host)
+                if via.rport is not None:
+                    dest = dest._replace(port=source.port)
+        except SIPError:
+            # no usable Via: answer the address the request came from
+            headers = [h for h in message.headers if h[0] in ("via", "from", "to", "call-id", "cseq")]
+            response = Response(error.status, error.reason, headers)
+            dest = source
+        self.transmit(response.to_bytes(), dest)
+        self._log_txn(message, error.status, 0, now, now, "invalid")
+
+    # -- requests --------------------------------------------------------------
+
+    def _request(self, request: Request, source: Destination, now: float) -> None:
+        stamp_via(request, source.host, source.port)
+        method = request.method
+        layer = self.layer
+        key, server = layer.match_server(request)
+        if server is not None:
+            if method == "ACK" and server.state != "completed":
+                # ACK for a 2xx: a request of its own, routed statelessly
+                self._forward_ack(request, source, now)
+                return
+            server.receive_retransmission(request, now)
+            return
+        if method == "ACK":
+            self._forward_ack(request, source, now)
+            return
+        max_forwards = validate_request(request)
+        if method == "CANCEL":
+            self._cancel(request, source, now)
+            return
+        response_dest = self._response_destination(request, source)
+        server = layer.new_server(key, request, response_dest)
+        context = ResponseContext(self, server, request, now)
+        server.user_data = context
+        if method == "INVITE":
+            trying = make_response(request, 100, "Trying")
+            server.send_response(trying, response_dest, now)
+        if self._to_self(request):
+            return self._answer_self(context, now)
+        if max_forwards == 0:
+            return self.reply(context, 483, "Too Many Hops", now)
+        if self._is_loop(request):
+            return self.reply(context, 482, "Loop Detected", now)
+        self._preprocess_route(request)
+        if request.has("route") or request.to_tag is not None:
+            # in-dialog and pre-routed requests follow their route set (16.12)
+            if request.has("route") or not self._is_ours(request.uri):
+                return self._forward(context, Forward((Target(request.uri_text),)), now, "route")
+            return self.reply(context, 404, "Not Found (no dialog here)", now)
+        ctx = RequestContext(source.transport, source.host, source.port, now)
+        try:
+            result = self.router.route(request, ctx)
+        except Exception:
+            log.failure("router failed on Call-ID {call_id}", call_id=request.get("call-id"))
+            return self.reply(context, 500, "Server Internal Error (routing failed)", now)
+        if hasattr(result, "addCallbacks"):
+            result.addCallbacks(
+                self._routed_later,
+                self._route_failed,
+                callbackArgs=(context, ctx),
+                errbackArgs=(context,),
+            )
+            return
+        self._decide(context, result, ctx, now)
+
+    def _routed_later(self, result: Any, context: ResponseContext, ctx: RequestContext) -> None:
+        self._decide(context, result, ctx, self.clock())
+        self._wakeup()
+
+    def _route_failed(self, failure: Any, context: ResponseContext) -> None:
+        log.failure(
+            "router failed on Call-ID {call_id}",
+            failure=failure,
+            call_id=context.request.get("call-id"),
+        )
+        self.reply(context, 500, "Server Internal Error (routing failed)", self.clock())
+        self._wakeup()
+
+    def _wakeup(self) -> None:
+        if self.on_wakeup is not None:
+            self.on_wakeup()
+
+    def _decide(self, context: ResponseContext, decision: Any, ctx: RequestContext, now: float) -> None:
+        if context.cancelled:
+            return self.reply(context, 487, "Request Terminated", now)
+        context.decided_by = ctx.decided_by or ""
+        request = context.request
+        if decision is None:
+            uri = request.uri
+            if uri.scheme == "tel":
+                return self.reply(context, 404, "Not Found (no route for tel URI)", now)
+            if self._is_ours(uri):
+                return self.reply(context, 404, "Not Found", now)
+            context.decided_by = context.decided_by or "request-uri"
+            decision = Forward((Target(request.uri_text),))
+        if isinstance(decision, Forward):
+            self._forward(context, decision, now, context.decided_by)
+        elif isinstance(decision, Reject):
+            self.reply(context, decision.status, decision.reason, now)
+        elif isinstance(decision, Redirect):
+            contacts = ", ".join(f"<{c}>" for c in decision.contacts)
+            self.reply(context, decision.status, None, now, (("Contact", contacts),))
+        else:
+            log.error("router returned {decision!r}", decision=decision)
+            self.reply(context, 500, "Server Internal Error (bad routing decision)", now)
+
+    def reply(
+        self,
+        context: ResponseContext,
+        status: int,
+        reason: str | None,
+        now: float,
+        extra: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        """Answer the request of ``context`` ourselves and end it."""
+        response = make_response(context.request, status, reason, self._tag(), extra)
+        self._server_header(response)
+        context.final_sent = True
+        context.finished = True
+        context.logged = True
+        context.server.send_response(response, context.server.source, now)
+        self._log_txn(context.request, status, len(context.branches), context.started, now, context.decided_by)
+
+    def _answer_self(self, context: ResponseContext, now: float) -> None:
+        request = context.request
+        if request.method == "OPTIONS":
+            extra = (("Allow", ALLOW), ("Supported", ""), ("Accept", "application/sdp"))
+            return self.reply(context, 200, "OK", now, extra)
+        return self.reply(context, 405, "Method Not Allowed", now, (("Allow", "OPTIONS"),))
+
+    def _cancel(self, request: Request, source: Destination, now: float) -> None:
+        response_dest = self._response_destination(request, source)
+        invite_key = list(self.layer.match_server(request)[0])
+        invite_key[-1] = "INVITE"
+        invite = self.layer.server.get(tuple(invite_key))
+        cancel_key = self.layer.match_server(request)[0]
+        server = self.layer.new_server(cancel_key, request, response_dest)
+        if invite is None or not isinstance(invite.user_data, ResponseContext):
+            response = make_response(request, 481, "Call/Transaction Does Not Exist", self._tag())
+            server.send_response(response, response_dest, now)
+            self._log_txn(request, 481, 0, now, now, "cancel")
+            return
+        server.send_response(make_response(request, 200, "OK", self._tag()), response_dest, now)
+        self._log_txn(request, 200, 0, now, now, "cancel")
+        context: ResponseContext = invite.user_data
+        if not context.final_sent:
+            context.cancel(now)
+            if not context.branches and not context.finished:
+                self.reply(context, 487, "Request Terminated", now)
+
+    # -- route information -----------------------------------------------------
+
+    def _is_ours(self, uri: URI) -> bool:
+        if _bare(uri.host) not in self._names and uri.host not in self._names:
+            return False
+        return uri.port is None or uri.port in self._ports
+
+    def _to_self(self, request: Request) -> bool:
+        uri = request.uri
+        return uri.user is None and uri.scheme != "tel" and not request.has("route") and self._is_ours(uri)
+
+    def _preprocess_route(self, request: Request) -> None:
+        """RFC 3261 16.4: undo a strict router; pop our own Route entries."""
+        uri = request.uri
+        if uri.has_param("lr") and self._is_ours(uri):
+            routes = request.values("route")
+            if routes:
+                request.uri = parse_name_addr(routes[-1]).uri
+                request.remove("route")
+                if len(routes) > 1:
+                    request.append("route", ", ".join(routes[:-1]))
+        while True:
+            value = request.get("route")
+            if value is None:
+                return
+            first = split_values(value)[0] if "," in value else value
+            if not self._is_ours(parse_name_addr(first).uri):
+                return
+            request.pop_first_value("route")
+
+    def _is_loop(self, request: Request) -> bool:
+        vias = request.vias
+        if len(vias) < 2 and (_bare(vias[0].host.lower()), vias[0].port or 5060) not in self._sent_by:
+            return False
+        for via in vias:
+            if (_bare(via.host.lower()), via.port or 5060) in self._sent_by:
+                branch = via.branch or ""
+                if branch[7:15] == self._loop_hash(request):
+                    return True
+        return False
+
+    def _loop_hash(self, request: Request) -> str:
+        text = f"{request.uri_text}|{request.from_tag}|{request.to_tag}|{request.call_id}|{request.cseq[0]}"
+        return f"{zlib.crc32(text.encode('latin-1')):08x}"
+
+    def _new_branch(self, request: Request) -> str:
+        self._counter += 1
+        return f"{MAGIC_COOKIE}{self._loop_hash(request)}.{self._prefix}{self._counter:x}"
+
+    def _tag(self) -> str:
+        self._counter += 1
+        return f"{self._prefix}{self._counter:x}"
+
+    # -- forwarding ------------------------------------------------------------
+
+    def _forward(self, context: ResponseContext, decision: Forward, now: float, decided_by: str) -> None:
+        targets = list(decision.targets)
+        context.decided_by = decided_by
+        if not targets:
+            return self.reply(context, 480, "Temporarily Unavailable (no targets)", now)
+        context.serial = decision.mode == "serial"
+        context.failover = self.settings.failover
+        if context.serial:
+            context.pending_targets = targets[1:]
+            targets = targets[:1]
+        for target in targets:
+            self.start_branch(context, target, now)
+        context.check_done(now)
+
+    def start_branch(self, context: ResponseContext, target: Target, now: float) -> bool:
+        """Send the request of ``context`` to ``target`` (16.6); False if impossible."""
+        original = context.request
+        request = original.copy()
+        try:
+            dest, interface = self._prepare(request, target, incoming=context.server.source)
+        except SIPError as error:
+            branch = Branch(context, target, request)
+            branch.final = error.status
+            context.branches.append(branch)
+            context.consider(make_response(original, error.status, error.reason))
+            log.info(
+                "cannot send to {target}: {reason} (Call-ID {call_id})",
+                target=target.uri,
+                reason=error.reason,
+                call_id=original.get("call-id"),
+            )
+            return False
+        branch = Branch(context, target, request)
+        context.branches.append(branch)
+        branch_id = self._new_branch(original)
+        request.insert_first("via", f"SIP/2.0/{dest.transport.upper()} {interface.sent_by()};branch={branch_id}")
+        txn = self.layer.new_client(request, branch_id, dest, self)
+        txn.user_data = branch
+        branch.txn = txn
+        if request.method == "INVITE":
+            branch.timer_c = self.layer.heap.arm(now + self.settings.timer_c, lambda t, b=branch: self._fire_timer_c(b, t))
+        if self.debug_enabled:
+            log.debug("send {dest}\n{text}", dest=dest, text=request.header_text())
+        txn.start(now)
+        return True
+
+    def _prepare(self, request: Request, target: Target, incoming: Destination) -> tuple[Destination, Interface]:
+        """Set R-URI, Max-Forwards, Record-Route; pick the next hop (16.6)."""
+        if target.uri != request.uri_text:
+            request.uri = parse_uri(target.uri)
+        for name, value in target.headers:
+            request.append(name.lower(), value)
+        self._decrement_max_forwards(request)
+        # strict next hop (16.6 step 6)
+        first_route = request.get("route")
+        hop_uri: URI
+        if first_route is not None:
+            route_values = request.values("route")
+            hop = parse_name_addr(route_values[0]).uri
+            if not hop.has_param("lr"):
+                request.pop_first_value("route")
+                request.append("route", f"<{request.uri_text}>")
+                request.uri = hop
+            hop_uri = hop
+        elif target.next_hop is not None:
+            hop_uri = parse_uri(target.next_hop)
+        else:
+            hop_uri = request.uri
+        dest = self._destination(hop_uri, request)
+        interface = self._interface_for(dest)
+        if self.settings.record_route and self._wants_record_route(request):
+            inbound = self._by_name.get(incoming.local or "") if incoming.local else None
+            if inbound is None or inbound is interface:
+                request.insert_first("record-route", f"<{self._rr_uri(interface, False)}>")
+            else:
+                request.insert_first("record-route", f"<{self._rr_uri(inbound, True)}>")
+                request.insert_first("record-route", f"<{self._rr_uri(interface, True)}>")
+        return dest._replace(local=interface.name), interface
+
+    def _destination(self, uri: URI, request: Request) -> Destination:
+        if uri.scheme not in ("sip", "sips"):
+            raise SIPError(416, f"Cannot route to a {uri.scheme} URI")
+        transport = uri.transport
+        if uri.scheme == "sips" or transport == "tls":
+            raise SIPError(503, "Service Unavailable (no TLS transport for a sips or TLS hop)")
+        if transport is None:
+            transport = "udp"
+            size = len(request.body) + sum(len(raw) + 2 for _, _, raw in request.headers) + 200
+            if size > self.settings.udp_mtu and any(i.transport == "tcp" for i in self.interfaces):
+                # RFC 3261 18.1.1: too large for UDP, go congestion controlled
+                transport = "tcp"
+        elif transport not in ("udp", "tcp"):
+            raise SIPError(503, f"Service Unavailable (transport {transport} not supported)")
+        host = uri.param("maddr") or uri.host
+        if not host:
+            raise SIPError(400, "Next hop has no host")
+        port = uri.port or 5060
+        return Destination(transport, _bare(host), port)
+
+    def _interface_for(self, dest: Destination) -> Interface:
+        ipv6 = ":" in dest.host
+        fallback = None
+        for interface in self.interfaces:
+            if interface.transport == dest.transport:
+                if interface.ipv6 == ipv6:
+                    return interface
+                fallback = fallback or interface
+        if fallback is None:
+            raise SIPError(503, f"Service Unavailable (no {dest.transport} listener)")
+        return fallback
+
+    def _rr_uri(self, interface: Interface, double: bool) -> str:
+        params = ";lr"
+        if interface.transport != "udp":
+            params = f";transport={interface.transport}{params}"
+        if double:
+            params += ";r2=on"
+        return f"sip:{interface.sent_by()}{params}"
+
+    @staticmethod
+    def _wants_record_route(request: Request) -> bool:
+        return request.method not in ("REGISTER", "CANCEL", "ACK") and request.to_tag is None
+
+    @staticmethod
+    def _decrement_max_forwards(request: Request) -> None:
+        headers = request.headers
+        for index, (name, value, _) in enumerate(headers):
+            if name == "max-forwards":
+                left = max(int(value) - 1, 0)
+                headers[index] = ("max-forwards", str(left), f"Max-Forwards: {left}")
+                return
+        request.append("max-forwards", "70")
+
+    def _response_destination(self, request: Request, source: Destination) -> Destination:
+        if source.reliable:
+            return source
+        return via_destination(request.top_via, "udp")._replace(local=source.local)
+
+    def _forward_ack(self, request: Request, source: Destination, now: float) -> None:
+        """ACK for a 2xx: forward by its route set, without a transaction."""
+        try:
+            max_forwards = validate_request(request)
+            if max_forwards == 0:
+                return
+            self._preprocess_route(request)
+            if not request.has("route") and self._is_ours(request.uri):
+                return
+            dest, interface = self._prepare(request, Target(request.uri_text), source)
+        except SIPError as error:
+            log.info("dropped ACK: {reason}", reason=error.reason)
+            return
+        request.insert_first(
+            "via", f"SIP/2.0/{dest.transport.upper()} {interface.sent_by()};branch={self._new_branch(request)}"
+        )
+        self.transmit(request.to_bytes(), dest)
+
+    # -- responses -------------------------------------------------------------
+
+    def _response(self, response: Response, now: float) -> None:
+        vias = response.vias
+        top = vias[0]
+        if (_bare(top.host.lower()), top.port or 5060) not in self._sent_by:
+            log.info("dropped response not sent to us: {status}", status=response.status)
+            return
+        response.cseq  # noqa: B018 - a bad CSeq drops the response
+        txn = self.layer.match_client(response)
+        if txn is not None:
+            txn.receive(response, now)
+            return
+        # no transaction: forward statelessly (a retransmitted 2xx, 16.7/16.11)
+        if len(vias) < 2:
+            return
+        if 200 <= response.status < 300 and response.cseq[1] == "INVITE":
+            upstream = vias[1]
+            dest = via_destination(upstream)
+            if _undeliverable(dest.host):
+                log.info("dropped response to undeliverable address {host}", host=dest.host)
+                return
+            out = response.copy()
+            out.pop_first_value("via")
+            self.transmit(out.to_bytes(), self._with_local(dest))
+
+    def _with_local(self, dest: Destination) -> Destination:
+        try:
+            return dest._replace(local=self._interface_for(dest).name)
+        except SIPError:
+            return dest
+
+    # ClientUser
+
+    def on_response(self, txn: ClientTransaction, response: Response, now: float) -> None:
+        branch = txn.user_data
+        if not isinstance(branch, Branch):
+            return  # the answer to a CANCEL we sent
+        branch.context.branch_response(branch, response, now)
+
+    def on_timeout(self, txn: ClientTransaction, now: float) -> None:
+        branch = txn.user_data
+        if isinstance(branch, Branch):
+            branch.context.branch_failed(branch, 408, "Request Timeout", now)
+
+    def on_transport_error(self, txn: ClientTransaction, now: float) -> None:
+        branch = txn.user_data
+        if isinstance(branch, Branch):
+            branch.context.branch_failed(branch, 503, "Service Unavailable (transport error)", now)
+
+    def on_retransmit(self, txn: ClientTransaction, now: float) -> None:
+        pass
+
+    def forward_response(self, context: ResponseContext, response: Response, now: float) -> None:
+        """Send a branch's response upstream through the server transaction."""
+        out = response.copy()
+        if out.vias and (_bare(out.vias[0].host.lower()), out.vias[0].port or 5060) in self._sent_by:
+            out.pop_first_value("via")
+        server = context.server
+        server.send_response(out, server.source, now)
+        if response.status >= 200 and not context.logged:
+            context.logged = True
+            self._log_txn(
+                context.request, response.status, len(context.branches), context.started, now, context.decided_by
+            )
+
+    def send_cancel(self, branch: Branch, now: float) -> None:
+        txn = branch.txn
+        if txn is None or branch.cancelled:
+            return
+        branch.cancelled = True
+        request = branch.request
+        headers: list[Header] = []
+        for entry in request.headers:
+            name = entry[0]
+            if name == "via":
+                if not any(h[0] == "via" for h in headers):
+                    top = str(request.vias[0])
+                    headers.append(("via", top, f"Via: {top}"))
+            elif name in ("from", "to", "call-id", "route"):
+                headers.append(entry)
+        seq = request.cseq[0]
+        headers.append(("cseq", f"{seq} CANCEL", f"CSeq: {seq} CANCEL"))
+        headers.append(("max-forwards", "70", "Max-Forwards: 70"))
+        reason = reason_header("200" if branch.context.final_sent else "")
+        if reason is not None:
+            headers.append(("reason", reason[1], f"{reason[0]}: {reason[1]}"))
+        cancel = Request("CANCEL", request.uri_text, headers)
+        cancel_txn = self.layer.new_client(cancel, request.vias[0].branch or "", txn.destination, self)
+        cancel_txn.start(now)
+
+    # -- Timer C ---------------------------------------------------------------
+
+    def _fire_timer_c(self, branch: Branch, now: float) -> None:
+        branch.timer_c = None
+        if branch.done:
+            return
+        if branch.provisional:
+            branch.cancel_wanted = True
+            self.send_cancel(branch, now)
+            # the 487 (or Timer B) ends the branch; stop waiting for ever
+            if branch.txn is not None:
+                branch.txn.cancel_timers()
+                self._arm_cancel_guard(branch, now)
+        else:
+            if branch.txn is not None:
+                branch.txn.cancel_timers()
+            branch.context.branch_failed(branch, 408, "Request Timeout", now)
+
+    def _arm_cancel_guard(self, branch: Branch, now: float) -> None:
+        def give_up(t: float) -> None:
+            if not branch.done:
+                branch.context.branch_failed(branch, 408, "Request Timeout", t)
+
+        self.layer.heap.arm(now + 64 * self.settings.timers.t1, give_up)
+
+    def restart_timer_c(self, branch: Branch, now: float) -> None:
+        timer: Timer | None = branch.timer_c
+        if timer is not None:
+            timer.cancel()
+            branch.timer_c = self.layer.heap.arm(
+                now + self.settings.timer_c, lambda t, b=branch: self._fire_timer_c(b, t)
+            )
+
+    def stop_timer_c(self, branch: Branch) -> None:
+        if branch.timer_c is not None:
+            branch.timer_c.cancel()
+            branch.timer_c = None
+
+    # -- logging ---------------------------------------------------------------
+
+    def _server_header(self, response: Response) -> None:
+        if self.settings.server:
+            response.append("server", self.settings.server)
+
+    def _log_txn(self, request: Request, status: int, branches: int, started: float, now: float, decision: str) -> None:
+        if not self.info_enabled:
+            return
+        log.info(
+            "txn method={method} call_id={call_id} status={status} branches={branches} "
+            "duration_ms={duration:.1f} decision={decision}",
+            method=request.method,
+            call_id=request.get("call-id"),
+            status=status,
+            branches=branches,
+            duration=(now - started) * 1000.0,
+            decision=decision or "-",
+        )
+
+
+__all__ = ["ProxyCore", "Interface", "CoreSettings", "Router", "via_destination", "parse_via"]

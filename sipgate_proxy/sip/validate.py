@@ -1,0 +1,108 @@
+"""Request validation of a proxy (RFC 3261 16.3) and Via stamping (18.2.1)."""
+
+from __future__ import annotations
+
+from .errors import SIPError
+from .headers import Via, parse_int_header, parse_name_addr, parse_via, split_values
+from .message import Message, Request
+
+#: methods this proxy knows; others are forwarded all the same (16.3)
+KNOWN_METHODS = frozenset(
+    {
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "REGISTER",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "REFER",
+        "MESSAGE",
+        "PRACK",
+        "UPDATE",
+        "INFO",
+        "PUBLISH",
+    }
+)
+
+#: URI schemes a request may be routed on
+ROUTABLE_SCHEMES = frozenset({"sip", "sips", "tel"})
+
+_SINGLE = ("call-id", "from", "to", "cseq")
+
+
+def validate_request(request: Request) -> int | None:
+    """Check 16.3 steps 1, 2 and 5; return Max-Forwards (None when absent).
+
+    Raises :class:`SIPError` with the status the request should get.
+    """
+    for key in _SINGLE:
+        request.single(key)
+    seq, method = request.cseq
+    if method != request.method:
+        if request.method not in KNOWN_METHODS:
+            raise SIPError(501, "Not Implemented (CSeq method does not match the Request-Line)")
+        raise SIPError(400, "CSeq method does not match the Request-Line")
+    request.vias  # noqa: B018 - parses every Via, raising on a bad one
+    request.to  # noqa: B018
+    request.from_  # noqa: B018
+    max_forwards: int | None = None
+    values = request.get_all("max-forwards")
+    if len(values) > 1:
+        raise SIPError(400, "More than one Max-Forwards header")
+    if values:
+        max_forwards = parse_int_header(values[0], "Max-Forwards", 255)
+    if request.has("contact"):
+        contacts = request.values("contact")
+        if not (len(contacts) == 1 and contacts[0].strip() == "*"):
+            for value in contacts:
+                parse_name_addr(value)
+    uri = request.uri
+    if uri.scheme not in ROUTABLE_SCHEMES:
+        raise SIPError(416, f"Unsupported URI Scheme {uri.scheme[:20]}")
+    if uri.headers is not None:
+        raise SIPError(400, "Request-URI must not carry headers")
+    proxy_require = request.values("proxy-require")
+    if proxy_require:
+        tags = ", ".join(tag.strip() for tag in proxy_require)
+        raise SIPError(420, "Bad Extension", (("Unsupported", tags),))
+    return max_forwards
+
+
+def _bare(host: str) -> str:
+    return host[1:-1] if host.startswith("[") else host
+
+
+def stamp_via(request: Message, source_host: str, source_port: int) -> Via:
+    """Add received and rport to the top Via (RFC 3261 18.2.1, RFC 3581).
+
+    Returns the (possibly changed) top Via; the header line is rewritten only
+    when something changed.
+    """
+    headers = request.headers
+    for index, (name, value, _) in enumerate(headers):
+        if name == "via":
+            break
+    else:
+        raise SIPError(400, "Missing Via header")
+    if "," in value:
+        parts = split_values(value)
+        via = parse_via(parts[0])
+    else:
+        parts = None
+        via = parse_via(value)
+    changed = False
+    if _bare(via.host) != source_host:
+        via.set_param("received", source_host)
+        changed = True
+    if via.rport is not None:
+        via.set_param("rport", str(source_port))
+        changed = True
+    if changed:
+        text = str(via)
+        if parts is not None:
+            text = ", ".join([text, *parts[1:]])
+        headers[index] = ("via", text, f"Via: {text}")
+        request._vias = None
+    return via
