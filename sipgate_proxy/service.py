@@ -32,13 +32,13 @@ def _is_ip(host: str) -> bool:
 class ProxyService(Service):
     """The running proxy: sockets, timers and the sans-IO core."""
 
-    def __init__(self, config: Config, reactor: Any, router: Router | None = None) -> None:
+    def __init__(self, config: Config, reactor: Any, router: Any = None) -> None:
         self.config = config
         self.reactor = reactor
         if router is None:
             routing = config.routing
             router = build_chain(routing.routers, routing.tables, routing.plugin_dirs, reactor)
-        self.router = router
+        self.router: Router = router
         self.core: ProxyCore | None = None
         self.udp: dict[str, SIPDatagramProtocol] = {}
         self.ports: list[Any] = []

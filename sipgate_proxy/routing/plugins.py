@@ -63,7 +63,8 @@ def find_factories(plugin_dirs: Iterable[str] = ()) -> dict[str, Any]:
             try:
                 verifyObject(IRouterFactory, factory)
             except Invalid as error:
-                raise ConfigError("routing.plugin_dirs", f"{where}: {factory!r} is not a router factory: {error}") from None
+                message = f"{where}: {factory!r} is not a router factory: {error}"
+                raise ConfigError("routing.plugin_dirs", message) from None
             name = factory.name
             if name in found and found[name] is not factory:
                 raise ConfigError("routing.routers", f"router {name!r} is provided twice (also in {where})")

@@ -41,15 +41,15 @@ class Branch:
     """One client transaction of a response context."""
 
     __slots__ = (
-        "context",
-        "target",
-        "request",
-        "txn",
-        "provisional",
-        "final",
         "cancel_wanted",
         "cancelled",
+        "context",
+        "final",
+        "provisional",
+        "request",
+        "target",
         "timer_c",
+        "txn",
     )
 
     def __init__(self, context: ResponseContext, target: Target, request: Request) -> None:
@@ -72,22 +72,22 @@ class ResponseContext:
     """Branches and best response for one proxied request."""
 
     __slots__ = (
-        "core",
-        "server",
-        "request",
-        "branches",
-        "pending_targets",
-        "serial",
-        "failover",
-        "best",
         "auth_headers",
-        "final_sent",
+        "best",
+        "branches",
         "cancelled",
-        "started",
+        "core",
         "decided_by",
-        "on_done",
+        "failover",
+        "final_sent",
         "finished",
         "logged",
+        "on_done",
+        "pending_targets",
+        "request",
+        "serial",
+        "server",
+        "started",
     )
 
     def __init__(
@@ -255,4 +255,4 @@ def reason_header(cause: str) -> tuple[str, str] | None:
     return None
 
 
-__all__ = ["Branch", "ResponseContext", "response_rank", "reason_header", "pretty_name"]
+__all__ = ["Branch", "ResponseContext", "pretty_name", "reason_header", "response_rank"]

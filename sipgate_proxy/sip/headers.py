@@ -78,12 +78,8 @@ _PARAM_RE = re.compile(
     re.DOTALL,
 )
 _EMPTY_PARAM_RE = re.compile(rf"{_LWS}*;{_LWS}*(?:;|$)")
-_VIA_PROTOCOL_RE = re.compile(
-    rf"{_LWS}*({_TOKEN}){_LWS}*/{_LWS}*({_TOKEN}){_LWS}*/{_LWS}*({_TOKEN})"
-)
-_VIA_SENT_BY_RE = re.compile(
-    rf"{_LWS}+(\[[^\]]*\]|[^ \t\r\n:;\[\]]+)(?:{_LWS}*:{_LWS}*([^ \t\r\n;]*))?{_LWS}*"
-)
+_VIA_PROTOCOL_RE = re.compile(rf"{_LWS}*({_TOKEN}){_LWS}*/{_LWS}*({_TOKEN}){_LWS}*/{_LWS}*({_TOKEN})")
+_VIA_SENT_BY_RE = re.compile(rf"{_LWS}+(\[[^\]]*\]|[^ \t\r\n:;\[\]]+)(?:{_LWS}*:{_LWS}*([^ \t\r\n;]*))?{_LWS}*")
 # Words of an unquoted display name: anything but controls, space and the
 # separators that would make the value ambiguous ('"', ',', ';', '<' ...).
 _DISPLAY_WORD = r'[^\x00-\x20\x7f()<>@,;:\\"/\[\]?={}]+'
@@ -275,9 +271,7 @@ def parse_via(value: str) -> Via:
         port: int | None = None
         if port_text is not None:
             if ":" in port_text:
-                raise SIPError(
-                    400, "Bad host: IPv6 address must be enclosed in brackets"
-                )
+                raise SIPError(400, "Bad host: IPv6 address must be enclosed in brackets")
             port = parse_port(port_text)
         rest = value[sent_by.end() :]
         if rest and rest[0] != ";":
@@ -363,9 +357,7 @@ def parse_name_addr(value: str) -> NameAddr:
             return _parse_addr_spec(text)
         display = text[:lt].rstrip(_WS) or None
         if display is not None and _DISPLAY_TOKENS_RE.fullmatch(display) is None:
-            raise SIPError(
-                400, "Bad address: display name with special characters not quoted"
-            )
+            raise SIPError(400, "Bad address: display name with special characters not quoted")
     gt = text.find(">", lt + 1)
     if gt < 0:
         raise SIPError(400, "Bad address: '<' without '>'")

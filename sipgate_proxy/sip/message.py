@@ -72,7 +72,7 @@ def pretty_name(key: str) -> str:
 class Message:
     """What requests and responses share: headers and body."""
 
-    __slots__ = ("headers", "body", "_vias", "_cseq", "_to", "_from")
+    __slots__ = ("_cseq", "_from", "_to", "_vias", "body", "headers")
 
     def __init__(self, headers: list[Header], body: bytes = b"") -> None:
         self.headers = headers
@@ -287,7 +287,7 @@ class Message:
 class Request(Message):
     """A SIP request; ``uri`` is parsed on first use."""
 
-    __slots__ = ("method", "uri_text", "version", "_uri")
+    __slots__ = ("_uri", "method", "uri_text", "version")
 
     def __init__(
         self,
@@ -328,7 +328,7 @@ class Request(Message):
 
 
 class Response(Message):
-    __slots__ = ("status", "reason", "version")
+    __slots__ = ("reason", "status", "version")
 
     def __init__(
         self,

@@ -140,7 +140,7 @@ def _loose_request(start: str, headers: list[Header], body: bytes) -> Request | 
     return None
 
 
-def _find_head(data: bytes, start: int) -> tuple[int, int, str]:
+def _find_head(data: bytes | bytearray, start: int) -> tuple[int, int, str]:
     """(end of head, start of body, line ending) or (-1, -1, '')."""
     end = data.find(b"\r\n\r\n", start)
     if end >= 0:

@@ -30,7 +30,6 @@ from .transaction import (
     MAGIC_COOKIE,
     ClientTransaction,
     Destination,
-    ServerTransaction,
     TimerValues,
     TransactionLayer,
     Transmit,
@@ -183,14 +182,12 @@ class ProxyCore:
         """A stream to ``destination`` could not be opened or broke."""
         for txn in list(self.layer.client.values()):
             dest = txn.destination
-            if dest.transport == destination.transport and dest.host == destination.host and dest.port == destination.port:
+            if (dest.transport, dest.host, dest.port) == destination[:3]:
                 txn.transport_error(now)
 
     # -- bad input -------------------------------------------------------------
 
-    def _bad_message(
-        self, error: SIPError, message: Message | None, source: Destination, now: float
-    ) -> None:
+    def _bad_message(self, error: SIPError, message: Message | None, source: Destination, now: float) -> None:
         if not isinstance(message, Request) or message.method == "ACK":
             log.info(
                 "dropped message from {host}:{port}: {status} {reason}",
@@ -255,11 +252,9 @@ class ProxyCore:
         if self._is_loop(request):
             return self.reply(context, 482, "Loop Detected", now)
         self._preprocess_route(request)
-        if request.has("route") or request.to_tag is not None:
-            # in-dialog and pre-routed requests follow their route set (16.12)
-            if request.has("route") or not self._is_ours(request.uri):
-                return self._forward(context, Forward((Target(request.uri_text),)), now, "route")
-            return self.reply(context, 404, "Not Found (no dialog here)", now)
+        if request.has("route"):
+            # a request with a route set follows it; routers are not asked (16.12)
+            return self._forward(context, Forward((Target(request.uri_text),)), now, "route")
         ctx = RequestContext(source.transport, source.host, source.port, now)
         try:
             result = self.router.route(request, ctx)
@@ -456,7 +451,7 @@ class ProxyCore:
         txn.user_data = branch
         branch.txn = txn
         if request.method == "INVITE":
-            branch.timer_c = self.layer.heap.arm(now + self.settings.timer_c, lambda t, b=branch: self._fire_timer_c(b, t))
+            branch.timer_c = self._arm_timer_c(branch, now)
         if self.debug_enabled:
             log.debug("send {dest}\n{text}", dest=dest, text=request.header_text())
         txn.start(now)
@@ -688,13 +683,17 @@ class ProxyCore:
 
         self.layer.heap.arm(now + 64 * self.settings.timers.t1, give_up)
 
+    def _arm_timer_c(self, branch: Branch, now: float) -> Timer:
+        def fire(t: float) -> None:
+            self._fire_timer_c(branch, t)
+
+        return self.layer.heap.arm(now + self.settings.timer_c, fire)
+
     def restart_timer_c(self, branch: Branch, now: float) -> None:
         timer: Timer | None = branch.timer_c
         if timer is not None:
             timer.cancel()
-            branch.timer_c = self.layer.heap.arm(
-                now + self.settings.timer_c, lambda t, b=branch: self._fire_timer_c(b, t)
-            )
+            branch.timer_c = self._arm_timer_c(branch, now)
 
     def stop_timer_c(self, branch: Branch) -> None:
         if branch.timer_c is not None:
@@ -722,4 +721,4 @@ class ProxyCore:
         )
 
 
-__all__ = ["ProxyCore", "Interface", "CoreSettings", "Router", "via_destination", "parse_via"]
+__all__ = ["CoreSettings", "Interface", "ProxyCore", "Router", "parse_via", "via_destination"]

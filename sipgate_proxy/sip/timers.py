@@ -15,7 +15,7 @@ from itertools import count
 class Timer:
     """One armed timer; ``cancel()`` makes it never fire."""
 
-    __slots__ = ("deadline", "seq", "callback", "active")
+    __slots__ = ("active", "callback", "deadline", "seq")
 
     def __init__(self, deadline: float, seq: int, callback: Callable[[float], None]) -> None:
         self.deadline = deadline

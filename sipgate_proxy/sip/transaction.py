@@ -96,16 +96,16 @@ class ServerTransaction:
     """Receives one request; sends the responses the proxy gives it."""
 
     __slots__ = (
-        "layer",
+        "_interval",
+        "_timer_end",
+        "_timer_g",
+        "invite",
         "key",
+        "last_response",
+        "layer",
         "request",
         "source",
         "state",
-        "last_response",
-        "_timer_g",
-        "_timer_end",
-        "_interval",
-        "invite",
         "user_data",
     )
 
@@ -207,20 +207,20 @@ class ClientTransaction:
     """Sends one request to one destination and collects its responses."""
 
     __slots__ = (
-        "layer",
-        "key",
-        "request",
-        "data",
-        "destination",
-        "user",
-        "state",
-        "invite",
+        "_end",
         "_interval",
         "_retransmit",
         "_timeout",
-        "_end",
-        "user_data",
         "ack",
+        "data",
+        "destination",
+        "invite",
+        "key",
+        "layer",
+        "request",
+        "state",
+        "user",
+        "user_data",
     )
 
     def __init__(

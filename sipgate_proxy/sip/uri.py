@@ -85,9 +85,7 @@ def _escape_match(match: re.Match[str]) -> str:
 
 def format_params(params: Params) -> str:
     """Serialise parameters as ``;name=value;flag`` (empty for no params)."""
-    return "".join(
-        f";{name}" if value is None else f";{name}={value}" for name, value in params
-    )
+    return "".join(f";{name}" if value is None else f";{name}={value}" for name, value in params)
 
 
 def parse_port(text: str) -> int:
@@ -316,9 +314,7 @@ def _headers_key(headers: str | None) -> list[tuple[str, str]]:
 
 def _tel_key(uri: URI) -> tuple[str, list[tuple[str, str]]]:
     number = _TEL_SEPARATORS_RE.sub("", unescape(uri.user or "")).lower()
-    params = sorted(
-        (unescape(n).lower(), unescape(v or "").lower()) for n, v in uri.params
-    )
+    params = sorted((unescape(n).lower(), unescape(v or "").lower()) for n, v in uri.params)
     return number, params
 
 

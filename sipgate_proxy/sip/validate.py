@@ -39,7 +39,7 @@ def validate_request(request: Request) -> int | None:
     """
     for key in _SINGLE:
         request.single(key)
-    seq, method = request.cseq
+    method = request.cseq[1]
     if method != request.method:
         if request.method not in KNOWN_METHODS:
             raise SIPError(501, "Not Implemented (CSeq method does not match the Request-Line)")
@@ -81,11 +81,10 @@ def stamp_via(request: Message, source_host: str, source_port: int) -> Via:
     when something changed.
     """
     headers = request.headers
-    for index, (name, value, _) in enumerate(headers):
-        if name == "via":
-            break
-    else:
+    index = next((i for i, entry in enumerate(headers) if entry[0] == "via"), -1)
+    if index < 0:
         raise SIPError(400, "Missing Via header")
+    value = headers[index][1]
     if "," in value:
         parts = split_values(value)
         via = parse_via(parts[0])

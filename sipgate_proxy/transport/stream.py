@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IReactorTCP, IReactorTime
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -16,9 +15,6 @@ from ..sip.errors import SIPError
 from ..sip.message import Message
 from ..sip.parser import ParseError, ParseLimits, StreamFramer
 from ..sip.transaction import Destination
-
-if TYPE_CHECKING:
-    from twisted.internet.interfaces import IAddress
 
 log = Logger(namespace="sipgate_proxy.transport")
 
@@ -38,14 +34,17 @@ class SIPStreamProtocol(Protocol, TimeoutMixin):
         self.closed = False
         self._pings = 0
 
+    def _t(self) -> Any:
+        return self.transport
+
     def connectionMade(self) -> None:
-        peer: IAddress = self.transport.getPeer()  # type: ignore[union-attr]
-        self.peer = (peer.host, peer.port)  # type: ignore[attr-defined]
+        peer = self._t().getPeer()
+        self.peer = (peer.host, peer.port)
         self.connected_ok = True
         self.setTimeout(self.table.idle_timeout)
         self.table.add(self)
         for data in self.pending:
-            self.transport.write(data)  # type: ignore[union-attr]
+            self._t().write(data)
         self.pending.clear()
 
     def send(self, data: bytes) -> None:
@@ -55,7 +54,7 @@ class SIPStreamProtocol(Protocol, TimeoutMixin):
             self.pending.append(data)
             return
         self.resetTimeout()
-        self.transport.write(data)  # type: ignore[union-attr]
+        self._t().write(data)
 
     def dataReceived(self, data: bytes) -> None:
         self.resetTimeout()
@@ -69,12 +68,12 @@ class SIPStreamProtocol(Protocol, TimeoutMixin):
                 port=self.peer[1],
                 reason=error.reason,
             )
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self._t().loseConnection()
             return
         if framer.pings != self._pings:
             # RFC 5626 4.4.1: a double CRLF ping gets a single CRLF pong
             for _ in range(framer.pings - self._pings):
-                self.transport.write(b"\r\n")  # type: ignore[union-attr]
+                self._t().write(b"\r\n")
             self._pings = framer.pings
         if messages:
             source = Destination("tcp", self.peer[0], self.peer[1], self, self.local)
@@ -84,7 +83,7 @@ class SIPStreamProtocol(Protocol, TimeoutMixin):
 
     def timeoutConnection(self) -> None:
         log.debug("closing idle tcp connection to {host}:{port}", host=self.peer[0], port=self.peer[1])
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self._t().loseConnection()
 
     def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
         self.closed = True
@@ -130,8 +129,8 @@ class ConnectionTable:
 
     def __init__(
         self,
-        reactor: IReactorTCP,
-        clock: IReactorTime,
+        reactor: Any,
+        clock: Any,
         limits: ParseLimits,
         deliver: Deliver,
         failed: Callable[[Destination], None],
@@ -194,4 +193,4 @@ class ConnectionTable:
     def close_all(self) -> None:
         for protocol in list(self._all):
             if protocol.transport is not None:
-                protocol.transport.loseConnection()
+                protocol._t().loseConnection()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.protocol import DatagramProtocol
 
@@ -20,5 +21,6 @@ class SIPDatagramProtocol(DatagramProtocol):
         self.deliver(datagram, Destination("udp", addr[0], addr[1], None, self.local))
 
     def send(self, data: bytes, host: str, port: int) -> None:
-        if self.transport is not None:
-            self.transport.write(data, (host, port))  # type: ignore[attr-defined]
+        transport: Any = self.transport
+        if transport is not None:
+            transport.write(data, (host, port))
