@@ -79,6 +79,14 @@ class LogSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DnsSettings:
+    #: names answered without asking DNS (like /etc/hosts)
+    hosts: Mapping[str, str] = field(default_factory=dict)
+    #: "system": other names through the system resolver; "hosts": never ask
+    mode: str = "system"
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingSettings:
     routers: tuple[str, ...] = ("static",)
     plugin_dirs: tuple[str, ...] = ()
@@ -101,6 +109,7 @@ class Config:
     limits: Limits = Limits()
     log: LogSettings = LogSettings()
     routing: RoutingSettings = RoutingSettings()
+    dns: DnsSettings = DnsSettings()
 
 
 # -- typed readers -----------------------------------------------------------
@@ -276,6 +285,18 @@ def _parse(data: Mapping[str, Any], path: str) -> Config:
     log = LogSettings(level=log_t.string("level", "info", LOG_LEVELS) or "info")
     log_t.finish()
 
+    dns_t = root.table("dns")
+    mode = dns_t.string("mode", "system", ("system", "hosts")) or "system"
+    hosts_t = dns_t.table("hosts")
+    hosts: dict[str, str] = {}
+    for name, address in hosts_t.data.items():
+        hosts_t.used.add(name)
+        if not isinstance(address, str):
+            raise ConfigError(hosts_t.key(name), "expected an IP address string")
+        hosts[name.lower()] = _ip(address, hosts_t.key(name))
+    dns_t.finish()
+    dns = DnsSettings(hosts=hosts, mode=mode)
+
     routing_t = root.table("routing")
     routers = routing_t.strings("routers", ("static",))
     if len(set(routers)) != len(routers):
@@ -305,6 +326,7 @@ def _parse(data: Mapping[str, Any], path: str) -> Config:
         limits=limits,
         log=log,
         routing=routing,
+        dns=dns,
     )
 
 

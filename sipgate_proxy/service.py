@@ -55,7 +55,7 @@ class ProxyService(Service):
             max_connections=limits.max_connections,
         )
         self._timer: DelayedCall | None = None
-        self._resolved: dict[str, str] = {}
+        self._resolved: dict[str, str] = dict(config.dns.hosts)
 
     # -- start and stop ----------------------------------------------------
 
@@ -171,7 +171,7 @@ class ProxyService(Service):
     def _transmit(self, data: bytes, destination: Destination) -> None:
         host = destination.host
         if not _is_ip(host):
-            cached = self._resolved.get(host)
+            cached = self._resolved.get(host.lower())
             if cached is None:
                 self._resolve_then_send(data, destination)
                 return
@@ -188,6 +188,11 @@ class ProxyService(Service):
             self.connections.send(data, destination, destination.local or "")
 
     def _resolve_then_send(self, data: bytes, destination: Destination) -> None:
+        if self.config.dns.mode == "hosts":
+            log.info("cannot resolve {host}: not in [dns] hosts", host=destination.host)
+            self._connection_failed(destination)
+            return
+
         def resolved(address: str) -> None:
             self._resolved[destination.host] = address
             self._transmit(data, destination._replace(host=address))

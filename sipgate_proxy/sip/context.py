@@ -88,6 +88,7 @@ class ResponseContext:
         "serial",
         "server",
         "started",
+        "starting",
     )
 
     def __init__(
@@ -113,6 +114,8 @@ class ResponseContext:
         self.on_done: Callable[[ResponseContext, int], None] | None = None
         self.finished = False
         self.logged = False
+        #: set while branches are being started, so none ends the context early
+        self.starting = False
 
     @property
     def invite(self) -> bool:
@@ -194,7 +197,7 @@ class ResponseContext:
                 return
 
     def check_done(self, now: float) -> None:
-        if self.finished:
+        if self.finished or self.starting:
             return
         if any(not b.done for b in self.branches):
             return

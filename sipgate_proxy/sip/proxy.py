@@ -421,8 +421,10 @@ class ProxyCore:
         if context.serial:
             context.pending_targets = targets[1:]
             targets = targets[:1]
+        context.starting = True
         for target in targets:
             self.start_branch(context, target, now)
+        context.starting = False
         context.check_done(now)
 
     def start_branch(self, context: ResponseContext, target: Target, now: float) -> bool:
