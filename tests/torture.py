@@ -111,11 +111,6 @@ CASES = [
     _r5118("ipv6-correct-abnf-2-colons", FORWARD),
 ]
 
-#: messages whose transaction key repeats an earlier message's (same branch,
-#: sent-by and method): a proxy rightly takes them as retransmissions, so
-#: they are sent to a proxy of their own
-SECOND_ROUND = frozenset({"cparam02", "regescrt"})
-
 
 def top_via_transport(data: bytes) -> str:
     """ "udp" or "tcp" as the message's top Via names (TLS goes over TCP)."""
