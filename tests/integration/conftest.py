@@ -19,9 +19,7 @@ from tests.integration.harness import ProxyProcess, Sipp, free_port, twistd_path
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "integration: real sockets, a real twistd process and SIPp"
-    )
+    config.addinivalue_line("markers", "integration: real sockets, a real twistd process and SIPp")
 
 
 def _missing(what: str) -> None:
@@ -50,9 +48,7 @@ def twistd_binary() -> Path:
 
 
 @pytest.fixture
-def start_proxy(
-    tmp_path: Path, twistd_binary: Path
-) -> Iterator[Callable[..., ProxyProcess]]:
+def start_proxy(tmp_path: Path, twistd_binary: Path) -> Iterator[Callable[..., ProxyProcess]]:
     """Start a proxy from config text; every proxy started is stopped at teardown."""
     started: list[ProxyProcess] = []
 

@@ -96,11 +96,7 @@ def is_listening(transport: str, port: int, address: str = LOOPBACK) -> bool:
         fields = line.split()
         local, state = fields[1], fields[3]
         host, _, hex_port = local.partition(":")
-        if (
-            hex_port == wanted_port
-            and host in (wanted_address, wildcard)
-            and state == wanted_state
-        ):
+        if hex_port == wanted_port and host in (wanted_address, wildcard) and state == wanted_state:
             return True
     return False
 
@@ -162,7 +158,7 @@ def parse_response(data: bytes) -> SipResponse:
     """Parse one complete SIP response (start line, headers, body)."""
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.decode("utf-8", errors="replace").split("\r\n")
-    version, status, reason = (lines[0].split(" ", 2) + [""])[:3]
+    version, status, reason = [*lines[0].split(" ", 2), "", ""][:3]
     if not version.startswith("SIP/2.0") or not status.isdigit():
         raise ValueError(f"not a SIP response: {lines[0]!r}")
     headers: dict[str, list[str]] = {}
@@ -179,9 +175,7 @@ def parse_response(data: bytes) -> SipResponse:
     return SipResponse(int(status), reason, headers, body, data)
 
 
-def options_request(
-    target_port: int, transport: str, local_port: int, call_id: str
-) -> bytes:
+def options_request(target_port: int, transport: str, local_port: int, call_id: str) -> bytes:
     """An OPTIONS for the proxy itself (Request-URI sip:127.0.0.1:<port>)."""
     branch = "z9hG4bK-it-" + secrets.token_hex(8)
     via_transport = transport.upper()
@@ -202,9 +196,7 @@ def options_request(
     return "\r\n".join(lines).encode()
 
 
-def send_options(
-    port: int, transport: str = "udp", timeout: float = 1.0
-) -> SipResponse | None:
+def send_options(port: int, transport: str = "udp", timeout: float = 1.0) -> SipResponse | None:
     """Send one OPTIONS to the proxy's own URI; return its final response.
 
     Returns None when no final response arrives within ``timeout`` seconds
@@ -339,6 +331,15 @@ def proxy_config(
     return "\n".join(lines)
 
 
+def callee_route(port: int, transport: str) -> tuple[str, str]:
+    """A static route sending requests for 127.0.0.1:<port> there over ``transport``.
+
+    Without one, a Request-URI without a transport parameter is sent over UDP
+    (RFC 3263 section 4.1), so a TCP callee needs it.
+    """
+    return rf"@127\.0\.0\.1:{port}(?![0-9])", f"sip:{LOOPBACK}:{port};transport={transport}"
+
+
 _TXN_LINE = re.compile(r"\btxn\s+(.*)$")
 _FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
 
@@ -350,9 +351,7 @@ def parse_txn_lines(text: str) -> list[dict[str, str]]:
         match = _TXN_LINE.search(line)
         if match is None:
             continue
-        fields = {
-            key: value.strip('"') for key, value in _FIELD.findall(match.group(1))
-        }
+        fields = {key: value.strip('"') for key, value in _FIELD.findall(match.group(1))}
         if "method" in fields:
             result.append(fields)
     return result
@@ -385,8 +384,7 @@ class ProxyProcess:
         self.twistd = twistd or twistd_path()
         config = tomllib.loads(config_text)
         self.listeners: list[tuple[str, int]] = [
-            (entry["transport"], int(entry["port"]))
-            for entry in config.get("listen", [])
+            (entry["transport"], int(entry["port"])) for entry in config.get("listen", [])
         ]
         self.process: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
@@ -408,7 +406,7 @@ class ProxyProcess:
         self.config_path.write_text(self.config_text)
         if not self.twistd.exists():
             raise RuntimeError(f"twistd not found at {self.twistd}")
-        self._log_file = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
+        self._log_file = open(self.log_path, "wb")  # closed in stop()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         command = [
             str(self.twistd),
@@ -481,9 +479,7 @@ class ProxyProcess:
     def log_tail(self, lines: int = 60) -> str:
         return tail(self.log_path, lines)
 
-    def txn_lines(
-        self, method: str | None = None, **fields: str
-    ) -> list[dict[str, str]]:
+    def txn_lines(self, method: str | None = None, **fields: str) -> list[dict[str, str]]:
         """Transaction log lines, filtered by method and exact field values."""
         return [
             line
@@ -492,9 +488,7 @@ class ProxyProcess:
             and all(line.get(key) == value for key, value in fields.items())
         ]
 
-    def wait_for_txn_lines(
-        self, count: int, method: str, timeout: float = 20.0, **fields: str
-    ) -> list[dict[str, str]]:
+    def wait_for_txn_lines(self, count: int, method: str, timeout: float = 20.0, **fields: str) -> list[dict[str, str]]:
         """Wait until at least ``count`` matching txn lines are in the log.
 
         Returns the matching lines found by then (fewer than ``count`` when the
@@ -580,9 +574,7 @@ class SippResult:
         failures = {
             key: value
             for key, value in self.stats.items()
-            if key.startswith("Failed")
-            and key.endswith("(C)")
-            and value not in ("", "0")
+            if key.startswith("Failed") and key.endswith("(C)") and value not in ("", "0")
         }
         return (
             f"sipp {self.name}: exit code {self.returncode} ({meaning}); "
@@ -597,11 +589,7 @@ class SippResult:
 def read_sipp_stats(path: Path) -> dict[str, str]:
     """The last row of a ``-trace_stat`` CSV file, keyed by column name."""
     try:
-        rows = [
-            line
-            for line in path.read_text(errors="replace").splitlines()
-            if line.strip()
-        ]
+        rows = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
         return {}
     if len(rows) < 2:
@@ -648,9 +636,7 @@ class Sipp:
     ) -> None:
         if transport not in ("udp", "tcp"):
             raise ValueError(f"transport must be udp or tcp, got {transport!r}")
-        self.scenario = (
-            Path(scenario) if Path(scenario).is_absolute() else SCENARIOS / scenario
-        )
+        self.scenario = Path(scenario) if Path(scenario).is_absolute() else SCENARIOS / scenario
         self.workdir = Path(workdir)
         self.name = name
         self.transport = transport
@@ -721,7 +707,7 @@ class Sipp:
 
     def start(self, ready_timeout: float = 10.0) -> Sipp:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._stdout = open(self.workdir / f"{self.name}.out", "wb")  # noqa: SIM115 (closed in stop())
+        self._stdout = open(self.workdir / f"{self.name}.out", "wb")  # closed in stop()
         self.process = subprocess.Popen(
             self.command(),
             stdout=self._stdout,
@@ -805,9 +791,7 @@ class Sipp:
 # -- running a caller against a callee ------------------------------------------
 
 
-def run_sipp_pair(
-    uac: Sipp, uas: Sipp, callee_grace: float = 15.0
-) -> tuple[SippResult, SippResult]:
+def run_sipp_pair(uac: Sipp, uas: Sipp, callee_grace: float = 15.0) -> tuple[SippResult, SippResult]:
     """Start the callee, then the caller; wait for both and return their results.
 
     The callee gets ``callee_grace`` seconds after the caller is done (it can

@@ -17,6 +17,7 @@ from tests.integration.harness import (
     ProxyProcess,
     Sipp,
     call_ids_of,
+    callee_route,
     explain,
     free_port,
     proxy_config,
@@ -37,19 +38,12 @@ def run_calls(
 ) -> None:
     proxy_port = free_port()
     callee_port = free_port()
+    # UDP to UDP goes by the Request-URI alone; a TCP callee or a change of
+    # transport needs a static route naming the callee's transport
     routes = []
-    if caller_transport != callee_transport:
-        # the Request-URI names the callee without a transport: a static route
-        # is what sends the call across to the callee's transport
-        routes.append(
-            (
-                rf"@127\.0\.0\.1:{callee_port}(?![0-9])",
-                f"sip:{LOOPBACK}:{callee_port};transport={callee_transport}",
-            )
-        )
-    proxy = start_proxy(
-        proxy_config([("udp", proxy_port), ("tcp", proxy_port)], routes)
-    )
+    if callee_transport == "tcp" or caller_transport != callee_transport:
+        routes.append(callee_route(callee_port, callee_transport))
+    proxy = start_proxy(proxy_config([("udp", proxy_port), ("tcp", proxy_port)], routes))
     uas = sipp(
         "uas_call.xml",
         name="callee",
@@ -69,30 +63,15 @@ def run_calls(
     )
     caller, callee = run_sipp_pair(uac, uas)
 
-    assert (caller.returncode, caller.successful, caller.failed) == (0, CALLS, 0), (
-        explain(proxy, caller, callee)
-    )
-    assert (callee.returncode, callee.successful, callee.failed) == (0, CALLS, 0), (
-        explain(proxy, caller, callee)
-    )
+    assert (caller.returncode, caller.successful, caller.failed) == (0, CALLS, 0), explain(proxy, caller, callee)
+    assert (callee.returncode, callee.successful, callee.failed) == (0, CALLS, 0), explain(proxy, caller, callee)
 
     ours = call_ids_of(uac)
-    invites = [
-        line
-        for line in proxy.wait_for_txn_lines(CALLS, "INVITE", status="200")
-        if ours(line)
-    ]
-    assert len(invites) == CALLS, (
-        f"{len(invites)} INVITE txn lines with status=200\n" + explain(proxy)
-    )
-    byes = [
-        line
-        for line in proxy.wait_for_txn_lines(CALLS, "BYE", status="200")
-        if ours(line)
-    ]
+    invites = [line for line in proxy.wait_for_txn_lines(CALLS, "INVITE", status="200") if ours(line)]
+    assert len(invites) == CALLS, f"{len(invites)} INVITE txn lines with status=200\n" + explain(proxy)
+    byes = [line for line in proxy.wait_for_txn_lines(CALLS, "BYE", status="200") if ours(line)]
     assert len(byes) == CALLS, (
-        f"{len(byes)} BYE txn lines with status=200: the BYE did not follow the Record-Route\n"
-        + explain(proxy)
+        f"{len(byes)} BYE txn lines with status=200: the BYE did not follow the Record-Route\n" + explain(proxy)
     )
 
 

@@ -9,6 +9,7 @@ import pytest
 from tests.integration.harness import (
     LOOPBACK,
     call_ids_of,
+    callee_route,
     explain,
     free_port,
     proxy_config,
@@ -39,29 +40,13 @@ def test_cancel_after_ringing_ends_with_487(start_proxy, sipp):
     )
     caller, callee = run_sipp_pair(uac, uas)
 
-    assert (caller.returncode, caller.successful, caller.failed) == (0, calls, 0), (
-        explain(proxy, caller, callee)
-    )
-    assert (callee.returncode, callee.successful, callee.failed) == (0, calls, 0), (
-        explain(proxy, caller, callee)
-    )
+    assert (caller.returncode, caller.successful, caller.failed) == (0, calls, 0), explain(proxy, caller, callee)
+    assert (callee.returncode, callee.successful, callee.failed) == (0, calls, 0), explain(proxy, caller, callee)
     ours = call_ids_of(uac)
-    invites = [
-        line
-        for line in proxy.wait_for_txn_lines(calls, "INVITE", status="487")
-        if ours(line)
-    ]
-    assert len(invites) == calls, (
-        f"{len(invites)} INVITE txn lines with status=487\n" + explain(proxy)
-    )
-    cancels = [
-        line
-        for line in proxy.wait_for_txn_lines(calls, "CANCEL", status="200")
-        if ours(line)
-    ]
-    assert len(cancels) == calls, (
-        f"{len(cancels)} CANCEL txn lines with status=200\n" + explain(proxy)
-    )
+    invites = [line for line in proxy.wait_for_txn_lines(calls, "INVITE", status="487") if ours(line)]
+    assert len(invites) == calls, f"{len(invites)} INVITE txn lines with status=487\n" + explain(proxy)
+    cancels = [line for line in proxy.wait_for_txn_lines(calls, "CANCEL", status="200") if ours(line)]
+    assert len(cancels) == calls, f"{len(cancels)} CANCEL txn lines with status=200\n" + explain(proxy)
 
 
 def test_silent_callee_makes_caller_get_408(start_proxy, sipp):
@@ -72,13 +57,9 @@ def test_silent_callee_makes_caller_get_408(start_proxy, sipp):
     callee, which never sent a provisional response, gets no CANCEL.
     """
     proxy_port, callee_port = free_port(), free_port()
-    proxy = start_proxy(
-        proxy_config([("udp", proxy_port)], t1=0.1, t2=0.4, timer_c=2.0)
-    )
+    proxy = start_proxy(proxy_config([("udp", proxy_port)], t1=0.1, t2=0.4, timer_c=2.0))
     # the callee holds the call (silently) a little longer than Timer C
-    uas = sipp(
-        "uas_silent.xml", name="callee", local_port=callee_port, calls=1, pause_ms=3_000
-    )
+    uas = sipp("uas_silent.xml", name="callee", local_port=callee_port, calls=1, pause_ms=3_000)
     uac = sipp(
         "uac_timeout.xml",
         name="caller",
@@ -90,18 +71,10 @@ def test_silent_callee_makes_caller_get_408(start_proxy, sipp):
     )
     caller, callee = run_sipp_pair(uac, uas)
 
-    assert (caller.returncode, caller.successful, caller.failed) == (0, 1, 0), explain(
-        proxy, caller, callee
-    )
-    assert (callee.returncode, callee.successful, callee.failed) == (0, 1, 0), explain(
-        proxy, caller, callee
-    )
+    assert (caller.returncode, caller.successful, caller.failed) == (0, 1, 0), explain(proxy, caller, callee)
+    assert (callee.returncode, callee.successful, callee.failed) == (0, 1, 0), explain(proxy, caller, callee)
     ours = call_ids_of(uac)
-    invites = [
-        line
-        for line in proxy.wait_for_txn_lines(1, "INVITE", status="408")
-        if ours(line)
-    ]
+    invites = [line for line in proxy.wait_for_txn_lines(1, "INVITE", status="408") if ours(line)]
     assert len(invites) == 1, "no INVITE txn line with status=408\n" + explain(proxy)
 
 
@@ -112,7 +85,9 @@ def test_message_and_options_reach_the_callee(start_proxy, sipp, transport):
     """
     exchanges = 20
     proxy_port, callee_port = free_port(), free_port()
-    proxy = start_proxy(proxy_config([(transport, proxy_port)]))
+    # a TCP callee needs a route naming its transport (see callee_route)
+    routes = [callee_route(callee_port, transport)] if transport == "tcp" else []
+    proxy = start_proxy(proxy_config([(transport, proxy_port)], routes))
     uas = sipp(
         "uas_message.xml",
         name="callee",
@@ -131,22 +106,12 @@ def test_message_and_options_reach_the_callee(start_proxy, sipp, transport):
     )
     caller, callee = run_sipp_pair(uac, uas)
 
-    assert (caller.returncode, caller.successful, caller.failed) == (0, exchanges, 0), (
-        explain(proxy, caller, callee)
-    )
-    assert (callee.returncode, callee.successful, callee.failed) == (0, exchanges, 0), (
-        explain(proxy, caller, callee)
-    )
+    assert (caller.returncode, caller.successful, caller.failed) == (0, exchanges, 0), explain(proxy, caller, callee)
+    assert (callee.returncode, callee.successful, callee.failed) == (0, exchanges, 0), explain(proxy, caller, callee)
     ours = call_ids_of(uac)
     for method in ("MESSAGE", "OPTIONS"):
-        lines = [
-            line
-            for line in proxy.wait_for_txn_lines(exchanges, method, status="200")
-            if ours(line)
-        ]
-        assert len(lines) >= exchanges, (
-            f"{len(lines)} {method} txn lines with status=200\n" + explain(proxy)
-        )
+        lines = [line for line in proxy.wait_for_txn_lines(exchanges, method, status="200") if ours(line)]
+        assert len(lines) >= exchanges, f"{len(lines)} {method} txn lines with status=200\n" + explain(proxy)
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
@@ -161,15 +126,9 @@ def test_options_to_the_proxy_itself(start_proxy, transport):
 
     assert response is not None, "no final response to OPTIONS\n" + proxy.log_tail()
     assert response.status == 200, response.raw.decode(errors="replace")
-    allow = {
-        method.strip().upper() for method in (response.header("allow") or "").split(",")
-    }
-    assert {"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS"} <= allow, response.raw.decode(
-        errors="replace"
-    )
+    allow = {method.strip().upper() for method in (response.header("allow") or "").split(",")}
+    assert {"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS"} <= allow, response.raw.decode(errors="replace")
     assert "supported" in response.headers, response.raw.decode(errors="replace")
     assert (response.header("cseq") or "").split() == ["1", "OPTIONS"]
     assert "branch=z9hG4bK-it-" in (response.header("via") or "")
-    assert ";tag=" in (response.header("to") or ""), response.raw.decode(
-        errors="replace"
-    )
+    assert ";tag=" in (response.header("to") or ""), response.raw.decode(errors="replace")
