@@ -141,13 +141,17 @@ def _loose_request(start: str, headers: list[Header], body: bytes) -> Request | 
 
 
 def _find_head(data: bytes | bytearray, start: int) -> tuple[int, int, str]:
-    """(end of head, start of body, line ending) or (-1, -1, '')."""
+    """(end of head, start of body, line ending) or (-1, -1, '').
+
+    The earlier blank line wins: an LF-only head followed by CRLFCRLF (in
+    its body, or in the next message on a stream) ends at its own LFLF.
+    """
     end = data.find(b"\r\n\r\n", start)
+    lf_end = data.find(b"\n\n", start) if end < 0 else data.find(b"\n\n", start, end)
+    if lf_end >= 0:
+        return lf_end, lf_end + 2, "\n"
     if end >= 0:
         return end, end + 4, "\r\n"
-    end = data.find(b"\n\n", start)
-    if end >= 0:
-        return end, end + 2, "\n"
     return -1, -1, ""
 
 
@@ -214,6 +218,7 @@ class StreamFramer:
         self._head: tuple[str, list[Header]] | None = None
         self._body_start = 0
         self.pings = 0
+        self._lfs = 0  # line feeds of a keep-alive run not yet counted as a ping
 
     def feed(self, data: bytes) -> list[Message | ParseError]:
         buffer = self._buffer
@@ -227,11 +232,14 @@ class StreamFramer:
                 while skip < len(buffer) and buffer[skip] in (13, 10):
                     skip += 1
                 if skip:
-                    if buffer[:skip].count(b"\r\n") >= 2 or buffer[:skip].count(b"\n") >= 2:
-                        self.pings += 1
+                    # every two line ends are one ping, however the run was split into feeds
+                    lfs = self._lfs + buffer.count(b"\n", 0, skip)
+                    self.pings += lfs // 2
+                    self._lfs = lfs % 2
                     del buffer[:skip]
                     if not buffer:
                         break
+                self._lfs = 0
                 head_end, body_start, eol = _find_head(buffer, 0)
                 if head_end < 0:
                     if len(buffer) > limits.max_message_size:
