@@ -274,6 +274,8 @@ class ClientTransaction:
             if status < 200:
                 self.state = PROCEEDING
                 self._stop_retransmit()
+                # Timer B only runs in Calling (17.1.1.2); Timer C bounds Proceeding
+                self._stop_timeout()
                 self.user.on_response(self, response, now)
                 return
             self._stop_retransmit()
