@@ -205,11 +205,12 @@ class ResponseContext:
         status = 0
         if not self.final_sent:
             best = self.best
+            ours = best is not None
             if best is None:
                 best = make_response(self.request, 408, "Request Timeout")
             best = self._finalise(best)
             self.final_sent = True
-            self.core.forward_response(self, best, now)
+            self.core.forward_response(self, best, now, ours)
             status = best.status
         elif self.best is not None and self.best.status < 300:
             status = self.best.status

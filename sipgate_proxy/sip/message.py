@@ -72,12 +72,13 @@ def pretty_name(key: str) -> str:
 class Message:
     """What requests and responses share: headers and body."""
 
-    __slots__ = ("_cseq", "_from", "_to", "_vias", "body", "headers")
+    __slots__ = ("_cseq", "_from", "_to", "_top_via", "_vias", "body", "headers")
 
     def __init__(self, headers: list[Header], body: bytes = b"") -> None:
         self.headers = headers
         self.body = body
         self._vias: list[Via] | None = None
+        self._top_via: Via | None = None
         self._cseq: tuple[int, str] | None = None
         self._to: NameAddr | None = None
         self._from: NameAddr | None = None
@@ -150,14 +151,29 @@ class Message:
 
     @property
     def top_via(self) -> Via:
+        if self._top_via is not None:
+            return self._top_via
         if self._vias is not None:
             return self._vias[0]
         for name, value, _ in self.headers:
             if name == "via":
-                if "," in value:
-                    return parse_via(split_values(value)[0])
-                return parse_via(value)
+                via = parse_via(split_values(value)[0] if "," in value else value)
+                self._top_via = via
+                return via
         raise SIPError(400, "Missing Via header")
+
+    def via_at(self, index: int) -> Via | None:
+        """The Via value at ``index`` (0 is the top), parsing no further."""
+        if self._vias is not None:
+            return self._vias[index] if index < len(self._vias) else None
+        seen = 0
+        for name, value, _ in self.headers:
+            if name == "via":
+                parts = split_values(value) if "," in value else [value]
+                if index < seen + len(parts):
+                    return parse_via(parts[index - seen])
+                seen += len(parts)
+        return None
 
     @property
     def to(self) -> NameAddr:
@@ -188,6 +204,7 @@ class Message:
     def _invalidate(self, key: str) -> None:
         if key == "via":
             self._vias = None
+            self._top_via = None
         elif key == "cseq":
             self._cseq = None
         elif key == "to":

@@ -40,13 +40,15 @@ class ParseError(SIPError):
 _canonical_cache: dict[str, str] = {}
 
 
-def _canonical(name: str) -> str:
-    key = _canonical_cache.get(name)
-    if key is None:
-        key = name.strip().lower()
-        key = COMPACT_FORMS.get(key, key)
-        if len(_canonical_cache) < 4096:
-            _canonical_cache[name] = key
+def _canonical_name(name: str) -> str:
+    """Check a header name as written and map it to its canonical form."""
+    stripped = name.rstrip(" \t")
+    if not _TOKEN.match(stripped):
+        raise SIPError(400, f"Bad header name {stripped[:40]!r}")
+    key = stripped.lower()
+    key = COMPACT_FORMS.get(key, key)
+    if len(_canonical_cache) < 4096:
+        _canonical_cache[name] = key
     return key
 
 
@@ -75,11 +77,10 @@ def _split_head(head: str, eol: str, limits: ParseLimits) -> tuple[str, list[Hea
                 continue
             raise SIPError(400, f"Malformed header line {line[:40]!r}")
         name = line[:colon]
-        if name[-1:] in (" ", "\t"):
-            name = name.rstrip()
-        if not _TOKEN.match(name):
-            raise SIPError(400, f"Bad header name {name[:40]!r}")
-        append((_canonical(name), line[colon + 1 :].strip(), line))
+        canon = _canonical_cache.get(name)
+        if canon is None:
+            canon = _canonical_name(name)
+        append((canon, line[colon + 1 :].strip(), line))
     if len(headers) > limits.max_headers:
         raise SIPError(513, f"More than {limits.max_headers} header lines")
     return start, headers

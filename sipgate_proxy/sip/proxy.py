@@ -132,6 +132,7 @@ class ProxyCore:
         self._names.update(settings.domains)
         self._ports = {i.advertise_port for i in interfaces} | {i.port for i in interfaces}
         self._sent_by = {(_bare(i.advertise.lower()), i.advertise_port) for i in interfaces}
+        self._sent_by_text = tuple({i.sent_by() for i in interfaces})
         self._prefix = os.urandom(4).hex()
         self._counter = 0
         self.info_enabled = True
@@ -387,10 +388,14 @@ class ProxyCore:
             request.pop_first_value("route")
 
     def _is_loop(self, request: Request) -> bool:
-        vias = request.vias
-        if len(vias) < 2 and (_bare(vias[0].host.lower()), vias[0].port or 5060) not in self._sent_by:
+        """16.3 step 4: our own Via with the same loop hash means a loop."""
+        marks = self._sent_by_text
+        for name, value, _ in request.headers:
+            if name == "via" and any(mark in value for mark in marks):
+                break
+        else:
             return False
-        for via in vias:
+        for via in request.vias:
             if (_bare(via.host.lower()), via.port or 5060) in self._sent_by:
                 branch = via.branch or ""
                 if branch[7:15] == self._loop_hash(request):
@@ -572,21 +577,20 @@ class ProxyCore:
     # -- responses -------------------------------------------------------------
 
     def _response(self, response: Response, now: float) -> None:
-        vias = response.vias
-        top = vias[0]
+        top = response.top_via
         if (_bare(top.host.lower()), top.port or 5060) not in self._sent_by:
-            log.info("dropped response not sent to us: {status}", status=response.status)
+            if self.info_enabled:
+                log.info("dropped response not sent to us: {status}", status=response.status)
             return
-        response.cseq  # noqa: B018 - a bad CSeq drops the response
         txn = self.layer.match_client(response)
         if txn is not None:
             txn.receive(response, now)
             return
-        # no transaction: forward statelessly (a retransmitted 2xx, 16.7/16.11)
-        if len(vias) < 2:
-            return
+        # no transaction: forward a retransmitted 2xx statelessly (16.7, 16.11)
         if 200 <= response.status < 300 and response.cseq[1] == "INVITE":
-            upstream = vias[1]
+            upstream = response.via_at(1)
+            if upstream is None:
+                return
             dest = via_destination(upstream)
             if _undeliverable(dest.host):
                 log.info("dropped response to undeliverable address {host}", host=dest.host)
@@ -622,10 +626,13 @@ class ProxyCore:
     def on_retransmit(self, txn: ClientTransaction, now: float) -> None:
         pass
 
-    def forward_response(self, context: ResponseContext, response: Response, now: float) -> None:
-        """Send a branch's response upstream through the server transaction."""
+    def forward_response(self, context: ResponseContext, response: Response, now: float, ours: bool = True) -> None:
+        """Send a response upstream through the server transaction.
+
+        ``ours``: the top Via is this proxy's (a branch's response) and goes.
+        """
         out = response.copy()
-        if out.vias and (_bare(out.vias[0].host.lower()), out.vias[0].port or 5060) in self._sent_by:
+        if ours:
             out.pop_first_value("via")
         server = context.server
         server.send_response(out, server.source, now)

@@ -44,7 +44,7 @@ def validate_request(request: Request) -> int | None:
         if request.method not in KNOWN_METHODS:
             raise SIPError(501, "Not Implemented (CSeq method does not match the Request-Line)")
         raise SIPError(400, "CSeq method does not match the Request-Line")
-    request.vias  # noqa: B018 - parses every Via, raising on a bad one
+    request.top_via  # noqa: B018 - a bad top Via is a bad request
     request.to  # noqa: B018
     request.from_  # noqa: B018
     max_forwards: int | None = None
@@ -104,4 +104,5 @@ def stamp_via(request: Message, source_host: str, source_port: int) -> Via:
             text = ", ".join([text, *parts[1:]])
         headers[index] = ("via", text, f"Via: {text}")
         request._vias = None
+    request._top_via = via
     return via
