@@ -91,7 +91,8 @@ def _content_length(headers: list[Header]) -> int | None:
     for key, value, _ in headers:
         if key == "content-length":
             text = value.strip()
-            if not text.isdigit() or not text.isascii():
+            # more than 10 significant digits is never a SIP body (and int() refuses > 4300)
+            if not text.isdigit() or not text.isascii() or len(text.lstrip("0")) > 10:
                 raise FramingError(f"Bad Content-Length {text[:20]!r}")
             length = int(text)
             if found is not None and found != length:
@@ -220,6 +221,7 @@ class StreamFramer:
         self._body_start = 0
         self.pings = 0
         self._lfs = 0  # line feeds of a keep-alive run not yet counted as a ping
+        self._scanned = 0  # bytes of a partial head already searched for its blank line
 
     def feed(self, data: bytes) -> list[Message | ParseError]:
         buffer = self._buffer
@@ -238,11 +240,14 @@ class StreamFramer:
                     self.pings += lfs // 2
                     self._lfs = lfs % 2
                     del buffer[:skip]
+                    self._scanned = 0
                     if not buffer:
                         break
                 self._lfs = 0
-                head_end, body_start, eol = _find_head(buffer, 0)
+                # resume where the last search stopped (less 3: a CRLFCRLF may straddle feeds)
+                head_end, body_start, eol = _find_head(buffer, max(0, self._scanned - 3))
                 if head_end < 0:
+                    self._scanned = len(buffer)
                     if len(buffer) > limits.max_message_size:
                         raise FramingError(f"Header section larger than {limits.max_message_size} octets")
                     break
@@ -254,6 +259,7 @@ class StreamFramer:
                     raise FramingError(error.reason) from None
                 if body_start + length > limits.max_message_size:
                     raise FramingError(f"Message larger than {limits.max_message_size} octets")
+                self._scanned = 0
                 self._head = (start, headers)
                 self._body_start = body_start
                 self._need = body_start + length

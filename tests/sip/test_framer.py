@@ -132,6 +132,18 @@ def test_every_split_point_of_two_messages() -> None:
         assert framer.buffered == 0
 
 
+def test_every_split_point_of_mixed_line_endings() -> None:
+    """An LF-only message followed by a CRLF one frames the same at every split point."""
+    lf_only = b"OPTIONS sip:a@b SIP/2.0\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\nContent-Length: 2\n\n\r\n"
+    stream = lf_only + b"\r\n" + OK
+    expected = summary(feed_all([stream])[0])
+    assert [kind for kind, _ in expected] == ["Request", "Response"]
+    for first in range(len(stream) + 1):
+        for second in range(first, len(stream) + 1, 7):
+            items, _ = feed_all([stream[:first], stream[first:second], stream[second:]])
+            assert summary(items) == expected, (first, second)
+
+
 def test_every_pair_of_split_points() -> None:
     """Splitting a message in three at any two points gives the same message."""
     for first in range(0, len(OK) + 1):
@@ -201,6 +213,17 @@ def test_header_section_over_the_limit() -> None:
     assert "Header section larger than 1024" in info.value.reason
 
 
+def test_header_section_trickled_one_byte_at_a_time() -> None:
+    """A head fed byte by byte up to the default limit is searched once, then refused past the limit."""
+    framer = StreamFramer()
+    head = b"OPTIONS sip:a@b SIP/2.0\r\nX-Filler: " + b"y" * 65535
+    for index in range(65535):
+        assert framer.feed(head[index : index + 1]) == []
+    assert framer.buffered == 65535
+    with pytest.raises(FramingError):
+        framer.feed(head[65535:65536])
+
+
 def test_content_length_over_the_limit() -> None:
     """A Content-Length that makes the message larger than the limit is a FramingError at once."""
     limits = ParseLimits(max_message_size=1024)
@@ -225,6 +248,13 @@ def test_bad_content_length_is_a_framing_error(value: bytes) -> None:
     """A negative or non-numeric Content-Length cannot be framed."""
     with pytest.raises(FramingError) as info:
         StreamFramer().feed(b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: " + value + b"\r\n\r\nabc")
+    assert info.value.reason.startswith("Bad Content-Length")
+
+
+def test_absurdly_long_content_length_is_a_framing_error() -> None:
+    """Thousands of digits in Content-Length are a FramingError, not a ValueError from int()."""
+    with pytest.raises(FramingError) as info:
+        StreamFramer().feed(b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n")
     assert info.value.reason.startswith("Bad Content-Length")
 
 

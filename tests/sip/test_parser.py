@@ -277,6 +277,24 @@ def test_bad_content_length_is_400(value: bytes) -> None:
     assert isinstance(error.message, Request)
 
 
+def test_absurdly_long_content_length_is_400() -> None:
+    """A Content-Length of thousands of digits is a 400, not a ValueError from int()."""
+    error = fails(b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\nabc")
+    assert isinstance(error, ParseError)
+    assert error.status == 400
+    assert error.reason.startswith("Bad Content-Length")
+    error = fails(b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: 99999999999\r\n\r\nabc")
+    assert error.reason.startswith("Bad Content-Length")
+
+
+def test_ten_digit_content_length_is_too_large_for_the_datagram() -> None:
+    """A ten-digit Content-Length is a number, just larger than the datagram; leading zeros are fine."""
+    error = fails(b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: 9999999999\r\n\r\nabc")
+    assert error.reason == "Content-Length larger than the datagram"
+    message = parse(b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: 000000000000000000002\r\n\r\nabc")
+    assert message.body == b"ab"
+
+
 def test_conflicting_content_lengths_are_400() -> None:
     """Two Content-Length headers with different values are a 400."""
     error = fails(b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: 2\r\nl: 3\r\n\r\nabc")
