@@ -19,13 +19,30 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Self
 
 LOOPBACK = "127.0.0.1"
 SCENARIOS = Path(__file__).parent / "scenarios"
+
+#: how long (-d) a uas_call.xml callee over UDP keeps a finished call to answer
+#: retransmitted BYEs; covers the caller's first two retransmissions
+UDP_CALLEE_LINGER_MS = 2_000
+
+
+def callee_call_args(transport: str) -> dict[str, Any]:
+    """Sipp keyword arguments for a uas_call.xml callee on ``transport``.
+
+    Over UDP the finished call lingers to answer retransmitted BYEs; over TCP
+    it ends at once (nothing is retransmitted, and SIPp would count a call
+    lingering when the caller closes its connection as failed).
+    """
+    if transport == "udp":
+        return {"pause_ms": UDP_CALLEE_LINGER_MS}
+    return {"pause_ms": 0, "variables": {"no_linger": "1"}}
+
 
 #: sipp's exit codes (see "sipp -h"): what each one means, for failure messages
 SIPP_EXIT_CODES = {
@@ -631,6 +648,7 @@ class Sipp:
         trace_msg: bool = True,
         service: str = "service",
         limit: int | None = None,
+        variables: Mapping[str, str] | None = None,
         extra_args: Iterable[str] = (),
         sipp: str | None = None,
     ) -> None:
@@ -651,6 +669,7 @@ class Sipp:
         self.trace_msg = trace_msg
         self.service = service
         self.limit = limit
+        self.variables = dict(variables or {})
         self.extra_args = list(extra_args)
         self.sipp = sipp or shutil.which("sipp") or "sipp"
         self.process: subprocess.Popen[bytes] | None = None
@@ -703,6 +722,8 @@ class Sipp:
             args += ["-recv_timeout", str(self.recv_timeout_ms)]
         if self.trace_msg:
             args += ["-trace_msg", "-message_file", str(self.messages_path)]
+        for name, value in self.variables.items():
+            args += ["-set", name, value]
         return args + self.extra_args
 
     def start(self, ready_timeout: float = 10.0) -> Sipp:

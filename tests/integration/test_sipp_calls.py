@@ -17,6 +17,7 @@ from tests.integration.harness import (
     ProxyProcess,
     Sipp,
     call_ids_of,
+    callee_call_args,
     callee_route,
     explain,
     free_port,
@@ -50,6 +51,7 @@ def run_calls(
         transport=callee_transport,
         local_port=callee_port,
         calls=CALLS,
+        **callee_call_args(callee_transport),
     )
     uac = sipp(
         "uac_call.xml",
