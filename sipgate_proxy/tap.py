@@ -18,7 +18,7 @@ class Options(usage.Options):
         try:
             self["loaded"] = load_config(self["config"])
         except ConfigError as error:
-            raise usage.UsageError(str(error)) from None
+            raise SystemExit(f"sipgate-proxy: config error: {error}") from None
 
 
 def makeService(options: Options) -> Any:
@@ -30,4 +30,5 @@ def makeService(options: Options) -> Any:
     try:
         return ProxyService(config, reactor)
     except ConfigError as error:
-        raise usage.UsageError(str(error.with_path(config.path))) from None
+        # one line naming file, key and what was expected; no usage dump
+        raise SystemExit(f"sipgate-proxy: config error: {error.with_path(config.path)}") from None
