@@ -7,6 +7,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.base import DelayedCall
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from .config import Config
@@ -62,16 +63,22 @@ class ProxyService(Service):
     def startService(self) -> None:
         super().startService()
         reactor = self.reactor
-        for listener in self.config.listeners:
+        for index, listener in enumerate(self.config.listeners):
             name = f"{listener.transport}:{listener.address}:{listener.port}"
-            if listener.transport == "udp":
-                protocol = SIPDatagramProtocol(name, self._deliver_datagram)
-                port = reactor.listenUDP(listener.port, protocol, interface=listener.address, maxPacketSize=65535)
-                self.udp[name] = protocol
-            else:
-                port = reactor.listenTCP(
-                    listener.port, self.connections.inbound_factory(name), backlog=1024, interface=listener.address
-                )
+            try:
+                if listener.transport == "udp":
+                    protocol = SIPDatagramProtocol(name, self._deliver_datagram)
+                    port = reactor.listenUDP(listener.port, protocol, interface=listener.address, maxPacketSize=65535)
+                    self.udp[name] = protocol
+                else:
+                    factory = self.connections.inbound_factory(name)
+                    port = reactor.listenTCP(listener.port, factory, backlog=1024, interface=listener.address)
+            except CannotListenError as error:
+                reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
+                raise SystemExit(
+                    f"sipgate-proxy: {self.config.path}: listen[{index}]: cannot listen on "
+                    f"{listener.transport} {listener.address}:{listener.port}: {reason}"
+                ) from None
             self.ports.append(port)
             actual = port.getHost().port
             log.info(

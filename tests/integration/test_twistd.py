@@ -71,3 +71,22 @@ def test_shipped_config_is_valid() -> None:
 
     config = load_config(str(ROOT / "etc" / "sipgate-proxy.toml"))
     assert [(lst.transport, lst.port) for lst in config.listeners] == [("udp", 5060), ("tcp", 5060)]
+
+
+def test_busy_port_stops_twistd_with_one_line(twistd_binary: Path, tmp_path: Path) -> None:
+    """A listen address already in use stops the start with a line naming the listener, not a traceback."""
+    import socket
+
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    blocker.bind(("127.0.0.1", 0))
+    port = blocker.getsockname()[1]
+    try:
+        path = tmp_path / "busy.toml"
+        path.write_text(f'[[listen]]\ntransport = "udp"\naddress = "127.0.0.1"\nport = {port}\n')
+        result = _twistd(twistd_binary, "-n", "--pidfile=", "sipgate-proxy", "--config", str(path), cwd=tmp_path)
+    finally:
+        blocker.close()
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert f"listen[0]: cannot listen on udp 127.0.0.1:{port}" in output
+    assert "Traceback" not in output
