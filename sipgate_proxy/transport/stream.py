@@ -37,6 +37,10 @@ class SIPStreamProtocol(Protocol, TimeoutMixin):
     def _t(self) -> Any:
         return self.transport
 
+    def callLater(self, period: float, func: Callable[[], object]) -> Any:
+        # the idle timer runs on the table's clock; TimeoutMixin's default is the global reactor
+        return self.table.clock.callLater(period, func)
+
     def connectionMade(self) -> None:
         peer = self._t().getPeer()
         self.peer = (peer.host, peer.port)
