@@ -144,9 +144,16 @@ class ProxyService(Service):
         self._rearm()
 
     def _connection_failed(self, destination: Destination) -> None:
-        if self.core is not None:
-            self.core.connection_failed(destination, self.reactor.seconds())
-            self._rearm()
+        core = self.core
+        if core is None:
+            return
+        now = self.reactor.seconds()
+        core.connection_failed(destination, now)
+        # the core knows the peer by the name it routed to, the connection table by its address
+        for name, address in list(self._resolved.items()):
+            if address == destination.host and name != destination.host:
+                core.connection_failed(destination._replace(host=name), now)
+        self._rearm()
 
     # -- timers ------------------------------------------------------------
 
