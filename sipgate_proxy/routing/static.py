@@ -83,6 +83,11 @@ def parse_static_config(config: Mapping[str, Any]) -> tuple[Route, ...]:
         rewrite = item.get("rewrite")
         if rewrite is not None and not isinstance(rewrite, str):
             raise ConfigError(f"{key}.rewrite", "expected a replacement string")
+        if rewrite is not None:
+            try:
+                compiled.sub(rewrite, "")  # compiles the template: bad escapes, unknown groups
+            except (re.error, IndexError) as error:
+                raise ConfigError(f"{key}.rewrite", f"not a valid replacement for match: {error}") from None
         routes.append(Route(compiled, next_hop, rewrite))
     return tuple(routes)
 
