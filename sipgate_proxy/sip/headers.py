@@ -77,6 +77,8 @@ _PARAM_RE = re.compile(
     rf'(?:={_LWS}*({_QUOTED}|[^ \t\r\n;",<>]*))?{_LWS}*',
     re.DOTALL,
 )
+# The usual shape (";branch=z9hG4bK1;rport"): no LWS, no quotes; split it.
+_SIMPLE_PARAMS_RE = re.compile(rf'(?:;{_TOKEN}(?:=[^ \t\r\n;",<>]*)?)+')
 _EMPTY_PARAM_RE = re.compile(rf"{_LWS}*;{_LWS}*(?:;|$)")
 _VIA_PROTOCOL_RE = re.compile(rf"{_LWS}*({_TOKEN}){_LWS}*/{_LWS}*({_TOKEN}){_LWS}*/{_LWS}*({_TOKEN})")
 _VIA_SENT_BY_RE = re.compile(rf"{_LWS}+(\[[^\]]*\]|[^ \t\r\n:;\[\]]+)(?:{_LWS}*:{_LWS}*([^ \t\r\n;]*))?{_LWS}*")
@@ -160,6 +162,12 @@ def parse_params(text: str) -> Params:
     Values may be tokens, hosts (``[2001:db8::1]``) or quoted strings, which
     are kept with their quotes. A flag has the value None.
     """
+    if _SIMPLE_PARAMS_RE.fullmatch(text) is not None:
+        simple: Params = []
+        for item in text[1:].split(";"):
+            name, eq, value = item.partition("=")
+            simple.append((name, value if eq else None))
+        return simple
     if not text.strip(_WS):
         return []
     if not text.lstrip(_WS).startswith(";"):
