@@ -14,6 +14,8 @@ from twisted.plugin import IPlugin, getPlugins
 from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyObject
 
+import twisted.plugins
+
 from ..config import ConfigError
 from ..interfaces import IRouter, IRouterFactory
 from .chain import RoutingChain
@@ -29,6 +31,9 @@ def _check_directory(directory: str) -> types.ModuleType:
     if package is None:
         package = types.ModuleType(name)
         package.__path__ = [str(path)]
+        # getPlugins reads a package through twisted.python.modules, which wants an existing
+        # __init__ file before it lists a package's __path__ (the directory) for modules
+        package.__file__ = twisted.plugins.__file__
         sys.modules[name] = package
     for source in sorted(path.glob("*.py")):
         module_name = f"{name}.{source.stem}"
@@ -41,6 +46,7 @@ def _check_directory(directory: str) -> types.ModuleType:
         except Exception as error:
             raise ConfigError("routing.plugin_dirs", f"{source}: failed to import: {error!r}") from None
         sys.modules[module_name] = module
+        setattr(package, source.stem, module)  # getPlugins imports it by name: package.module
         for attribute, value in vars(module).items():
             if IPlugin.providedBy(value) and not IRouterFactory.providedBy(value):
                 raise ConfigError(
@@ -52,8 +58,6 @@ def _check_directory(directory: str) -> types.ModuleType:
 
 def find_factories(plugin_dirs: Iterable[str] = ()) -> dict[str, Any]:
     """Router factories by name; a name provided twice is an error."""
-    import twisted.plugins
-
     found: dict[str, Any] = {}
     sources: list[tuple[types.ModuleType, str]] = [(twisted.plugins, "installed plugins")]
     for directory in plugin_dirs:
