@@ -18,10 +18,6 @@ import pytest
 from tests.integration.harness import ProxyProcess, Sipp, free_port, twistd_path
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "integration: real sockets, a real twistd process and SIPp")
-
-
 def _missing(what: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{what} is required for the integration tests in CI")
