@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SIPError(Exception):
     """A request cannot be processed; answer it with ``status`` and ``reason``.
@@ -27,3 +29,5 @@ class FramingError(SIPError):
 
     def __init__(self, reason: str) -> None:
         super().__init__(400, reason)
+        #: messages framed before the fault, set by the framer
+        self.messages: list[Any] = []

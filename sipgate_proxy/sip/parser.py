@@ -224,9 +224,18 @@ class StreamFramer:
         self._scanned = 0  # bytes of a partial head already searched for its blank line
 
     def feed(self, data: bytes) -> list[Message | ParseError]:
+        messages: list[Message | ParseError] = []
+        try:
+            self._feed(data, messages)
+        except FramingError as error:
+            # what was complete before the fault is not lost
+            error.messages = messages
+            raise
+        return messages
+
+    def _feed(self, data: bytes, messages: list[Message | ParseError]) -> None:
         buffer = self._buffer
         buffer += data
-        messages: list[Message | ParseError] = []
         limits = self.limits
         while buffer:
             if self._head is None:
@@ -279,7 +288,6 @@ class StreamFramer:
                 messages.append(error)
             except SIPError as error:
                 messages.append(ParseError(error.status, error.reason, None))
-        return messages
 
     @property
     def buffered(self) -> int:

@@ -11,7 +11,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
-from ..sip.errors import SIPError
+from ..sip.errors import FramingError
 from ..sip.message import Message
 from ..sip.parser import ParseError, ParseLimits, StreamFramer
 from ..sip.transaction import Destination
@@ -65,13 +65,14 @@ class SIPStreamProtocol(Protocol, TimeoutMixin):
         framer = self.framer
         try:
             messages = framer.feed(data)
-        except SIPError as error:
+        except FramingError as error:
             log.info(
                 "closing tcp connection from {host}:{port}: {reason}",
                 host=self.peer[0],
                 port=self.peer[1],
                 reason=error.reason,
             )
+            self._deliver(error.messages)
             self._t().loseConnection()
             return
         if framer.pings != self._pings:
@@ -80,10 +81,15 @@ class SIPStreamProtocol(Protocol, TimeoutMixin):
                 self._t().write(b"\r\n")
             self._pings = framer.pings
         if messages:
-            source = Destination("tcp", self.peer[0], self.peer[1], self, self.local)
-            deliver = self.table.deliver
-            for message in messages:
-                deliver(message, source)
+            self._deliver(messages)
+
+    def _deliver(self, messages: list[Message | ParseError]) -> None:
+        if not messages:
+            return
+        source = Destination("tcp", self.peer[0], self.peer[1], self, self.local)
+        deliver = self.table.deliver
+        for message in messages:
+            deliver(message, source)
 
     def timeoutConnection(self) -> None:
         log.debug("closing idle tcp connection to {host}:{port}", host=self.peer[0], port=self.peer[1])

@@ -331,3 +331,15 @@ def test_parse_error_items_byte_by_byte() -> None:
     assert summary(items) == summary(whole)
     assert [kind for kind, _ in summary(items)] == ["error", "Response", "error", "Request"]
     assert framer.pings == whole_framer.pings == 1
+
+
+def test_framing_error_carries_the_messages_framed_before_it() -> None:
+    """The FramingError lists the complete messages that preceded the fault in the same feed."""
+    good = (
+        b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nCall-ID: 1\r\n"
+        b"CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    bad = good.replace(b"Content-Length: 0", b"Content-Length: -5")
+    with pytest.raises(FramingError) as info:
+        StreamFramer().feed(good + good + bad)
+    assert [m.to_bytes() for m in info.value.messages] == [good, good]

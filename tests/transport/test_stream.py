@@ -169,6 +169,16 @@ def test_conflicting_content_lengths_close_the_connection_and_deliver_nothing() 
     assert h.delivered == []
 
 
+def test_messages_before_a_framing_error_are_delivered_before_the_close() -> None:
+    """A complete message in the same chunk as a framing fault is not lost; then the stream closes."""
+    h = Harness()
+    protocol, transport = h.accept()
+    protocol.dataReceived(OPTIONS + OPTIONS.replace(b"Content-Length: 0", b"Content-Length: -1"))
+    assert transport.disconnecting
+    assert len(h.delivered) == 1
+    assert isinstance(h.delivered[0][0], Request) and h.delivered[0][0].call_id == "opt-1"
+
+
 def test_framed_message_with_a_bad_start_line_is_delivered_as_parse_error() -> None:
     """A framed message with a bad Request-Line arrives as a ParseError and the stream stays open."""
     h = Harness()
