@@ -295,7 +295,7 @@ def test_deferred_decision_is_applied_when_it_fires() -> None:
     h.receive(invite(method="MESSAGE"))
     assert h.take() == []
     d.callback(Forward((Target("sip:bob@127.0.0.1:5080"),)))
-    ((request, dest),) = h.requests()
+    ((_, dest),) = h.requests()
     assert dest.port == 5080
     assert woken == [True]
 
