@@ -587,7 +587,12 @@ class SippResult:
 
     def describe(self) -> str:
         """A summary for assertion messages: exit code, counts, errors, screen."""
-        meaning = SIPP_EXIT_CODES.get(self.returncode or 0, "unknown")
+        if self.returncode is None:
+            meaning = "did not exit"
+        elif self.returncode < 0:
+            meaning = f"killed by signal {-self.returncode}"
+        else:
+            meaning = SIPP_EXIT_CODES.get(self.returncode, "unknown")
         failures = {
             key: value
             for key, value in self.stats.items()
