@@ -61,6 +61,23 @@ PRETTY_NAMES = {
 }
 
 
+_name_addr_cache: dict[str, NameAddr] = {}
+
+
+def _cached_name_addr(value: str) -> NameAddr:
+    """Parse a To/From value once per process: a call's requests repeat them.
+
+    A pure memo of a pure function, bounded; it holds no proxy state.
+    """
+    parsed = _name_addr_cache.get(value)
+    if parsed is None:
+        parsed = parse_name_addr(value)
+        if len(_name_addr_cache) >= 8192:
+            _name_addr_cache.clear()
+        _name_addr_cache[value] = parsed
+    return parsed
+
+
 def pretty_name(key: str) -> str:
     """The usual spelling of a canonical header name ("call-id" -> "Call-ID")."""
     name = PRETTY_NAMES.get(key)
@@ -177,14 +194,16 @@ class Message:
 
     @property
     def to(self) -> NameAddr:
+        """To, parsed (shared with other messages with the same value: read only)."""
         if self._to is None:
-            self._to = parse_name_addr(self.single("to"))
+            self._to = _cached_name_addr(self.single("to"))
         return self._to
 
     @property
     def from_(self) -> NameAddr:
+        """From, parsed (shared with other messages with the same value: read only)."""
         if self._from is None:
-            self._from = parse_name_addr(self.single("from"))
+            self._from = _cached_name_addr(self.single("from"))
         return self._from
 
     @property

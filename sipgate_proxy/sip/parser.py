@@ -61,26 +61,24 @@ def _split_head(head: str, eol: str, limits: ParseLimits) -> tuple[str, list[Hea
         raise SIPError(414 if not start.startswith("SIP/") else 400, "Start line too long")
     headers: list[Header] = []
     append = headers.append
+    cached = _canonical_cache.get
     for line in lines[1:]:
         if len(line) > max_line:
             raise SIPError(400, f"Header line longer than {max_line} octets")
-        if line[:1] in (" ", "\t"):
+        first = line[:1]
+        if first == " " or first == "\t":
             if not headers:
                 raise SIPError(400, "Continuation line before the first header")
             key, value, raw = headers[-1]
             value = f"{value} {line.strip()}".strip()
             headers[-1] = (key, value, raw + eol + line)
             continue
-        colon = line.find(":")
-        if colon <= 0:
+        name, colon, rest = line.partition(":")
+        if not colon or not name:
             if not line.strip():
                 continue
             raise SIPError(400, f"Malformed header line {line[:40]!r}")
-        name = line[:colon]
-        canon = _canonical_cache.get(name)
-        if canon is None:
-            canon = _canonical_name(name)
-        append((canon, line[colon + 1 :].strip(), line))
+        append((cached(name) or _canonical_name(name), rest.strip(), line))
     if len(headers) > limits.max_headers:
         raise SIPError(513, f"More than {limits.max_headers} header lines")
     return start, headers

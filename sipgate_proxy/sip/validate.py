@@ -53,7 +53,8 @@ def validate_request(request: Request) -> int | None:
         raise SIPError(400, "More than one Max-Forwards header")
     if values:
         max_forwards = parse_int_header(values[0], "Max-Forwards", 255)
-    if request.has("contact"):
+    if request.method == "REGISTER" and request.has("contact"):
+        # a proxy forwards Contact untouched; only bindings must parse
         contacts = request.values("contact")
         if not (len(contacts) == 1 and contacts[0].strip() == "*"):
             for value in contacts:
