@@ -71,6 +71,8 @@ class Limits:
     max_transactions: int = 200_000
     max_connections: int = 10_000
     tcp_idle_timeout: float = 600.0
+    #: receive and send buffer of each UDP socket, in bytes (bursts wait here)
+    udp_buffer: int = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +280,7 @@ def _parse(data: Mapping[str, Any], path: str) -> Config:
         max_transactions=limits_t.integer("max_transactions", 200_000, 10, 100_000_000),
         max_connections=limits_t.integer("max_connections", 10_000, 1, 1_000_000),
         tcp_idle_timeout=limits_t.number("tcp_idle_timeout", 600.0, 1.0, 86400.0),
+        udp_buffer=limits_t.integer("udp_buffer", 8 * 1024 * 1024, 65536, 1024 * 1024 * 1024),
     )
     limits_t.finish()
 

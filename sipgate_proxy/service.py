@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from typing import Any
 
 from twisted.application.service import Service
@@ -20,6 +21,22 @@ from .transport.stream import ConnectionTable
 from .transport.udp import SIPDatagramProtocol
 
 log = Logger(namespace="sipgate_proxy.service")
+
+
+def _grow_buffers(port: Any, size: int) -> None:
+    """Give a UDP socket room for bursts; the kernel caps SO_RCVBUF at
+    net.core.rmem_max unless the process may force it (root)."""
+    sock = getattr(port, "socket", None)
+    if sock is None:
+        return
+    for option, forced in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):  # SO_RCVBUFFORCE, SO_SNDBUFFORCE
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, forced, size)
+        except OSError:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, size)
+            except OSError as error:
+                log.warn("cannot set UDP socket buffer to {size}: {error}", size=size, error=error)
 
 
 def _is_ip(host: str) -> bool:
@@ -70,6 +87,7 @@ class ProxyService(Service):
                     protocol = SIPDatagramProtocol(name, self._deliver_datagram)
                     port = reactor.listenUDP(listener.port, protocol, interface=listener.address, maxPacketSize=65535)
                     self.udp[name] = protocol
+                    _grow_buffers(port, self.config.limits.udp_buffer)
                 else:
                     factory = self.connections.inbound_factory(name)
                     port = reactor.listenTCP(listener.port, factory, backlog=1024, interface=listener.address)
