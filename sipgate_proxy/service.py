@@ -39,12 +39,22 @@ def _grow_buffers(port: Any, size: int) -> None:
                 log.warn("cannot set UDP socket buffer to {size}: {error}", size=size, error=error)
 
 
+_ip_memo: dict[str, bool] = {}
+
+
 def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+    """Whether ``host`` is an IP literal (memoised: the same peers recur)."""
+    known = _ip_memo.get(host)
+    if known is None:
+        try:
+            ipaddress.ip_address(host)
+            known = True
+        except ValueError:
+            known = False
+        if len(_ip_memo) >= 65536:
+            _ip_memo.clear()
+        _ip_memo[host] = known
+    return known
 
 
 class ProxyService(Service):

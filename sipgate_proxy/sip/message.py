@@ -64,7 +64,7 @@ PRETTY_NAMES = {
 _name_addr_cache: dict[str, NameAddr] = {}
 
 
-def _cached_name_addr(value: str) -> NameAddr:
+def cached_name_addr(value: str) -> NameAddr:
     """Parse a To/From value once per process: a call's requests repeat them.
 
     A pure memo of a pure function, bounded; it holds no proxy state.
@@ -196,14 +196,14 @@ class Message:
     def to(self) -> NameAddr:
         """To, parsed (shared with other messages with the same value: read only)."""
         if self._to is None:
-            self._to = _cached_name_addr(self.single("to"))
+            self._to = cached_name_addr(self.single("to"))
         return self._to
 
     @property
     def from_(self) -> NameAddr:
         """From, parsed (shared with other messages with the same value: read only)."""
         if self._from is None:
-            self._from = _cached_name_addr(self.single("from"))
+            self._from = cached_name_addr(self.single("from"))
         return self._from
 
     @property

@@ -23,7 +23,7 @@ from ..routing.decisions import Forward, Redirect, Reject, RequestContext, Targe
 from .context import Branch, ResponseContext, reason_header
 from .errors import SIPError
 from .headers import Via, parse_name_addr, parse_via, split_values
-from .message import Header, Message, Request, Response, make_response
+from .message import Header, Message, Request, Response, cached_name_addr, make_response
 from .parser import DEFAULT_LIMITS, ParseError, ParseLimits, parse_datagram
 from .timers import Timer
 from .transaction import (
@@ -383,7 +383,7 @@ class ProxyCore:
             if value is None:
                 return
             first = split_values(value)[0] if "," in value else value
-            if not self._is_ours(parse_name_addr(first).uri):
+            if not self._is_ours(cached_name_addr(first).uri):
                 return
             request.pop_first_value("route")
 
@@ -476,7 +476,7 @@ class ProxyCore:
         hop_uri: URI
         if first_route is not None:
             route_values = request.values("route")
-            hop = parse_name_addr(route_values[0]).uri
+            hop = cached_name_addr(route_values[0]).uri
             if not hop.has_param("lr"):
                 request.pop_first_value("route")
                 request.append("route", f"<{request.uri_text}>")

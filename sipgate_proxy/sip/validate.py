@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from .errors import SIPError
-from .headers import Via, parse_int_header, parse_name_addr, parse_via, split_values
-from .message import Message, Request
+from .headers import Via, parse_cseq, parse_int_header, parse_name_addr, parse_via, split_values
+from .message import Message, Request, pretty_name
 
 #: methods this proxy knows; others are forwarded all the same (16.3)
 KNOWN_METHODS = frozenset(
@@ -30,16 +30,32 @@ KNOWN_METHODS = frozenset(
 ROUTABLE_SCHEMES = frozenset({"sip", "sips", "tel"})
 
 _SINGLE = ("call-id", "from", "to", "cseq")
+_WATCHED = frozenset({*_SINGLE, "max-forwards", "proxy-require", "contact"})
 
 
 def validate_request(request: Request) -> int | None:
     """Check 16.3 steps 1, 2 and 5; return Max-Forwards (None when absent).
 
-    Raises :class:`SIPError` with the status the request should get.
+    Raises :class:`SIPError` with the status the request should get. One pass
+    over the headers collects what the checks need.
     """
+    seen: dict[str, list[str]] = {}
+    for name, value, _ in request.headers:
+        if name in _WATCHED:
+            found = seen.get(name)
+            if found is None:
+                seen[name] = [value]
+            else:
+                found.append(value)
     for key in _SINGLE:
-        request.single(key)
-    method = request.cseq[1]
+        values = seen.get(key)
+        if values is None:
+            raise SIPError(400, f"Missing {pretty_name(key)} header")
+        if len(values) > 1:
+            raise SIPError(400, f"More than one {pretty_name(key)} header")
+    if request._cseq is None:
+        request._cseq = parse_cseq(seen["cseq"][0])
+    method = request._cseq[1]
     if method != request.method:
         if request.method not in KNOWN_METHODS:
             raise SIPError(501, "Not Implemented (CSeq method does not match the Request-Line)")
@@ -48,12 +64,12 @@ def validate_request(request: Request) -> int | None:
     request.to  # noqa: B018
     request.from_  # noqa: B018
     max_forwards: int | None = None
-    values = request.get_all("max-forwards")
-    if len(values) > 1:
-        raise SIPError(400, "More than one Max-Forwards header")
-    if values:
+    values = seen.get("max-forwards")
+    if values is not None:
+        if len(values) > 1:
+            raise SIPError(400, "More than one Max-Forwards header")
         max_forwards = parse_int_header(values[0], "Max-Forwards", 255)
-    if request.method == "REGISTER" and request.has("contact"):
+    if request.method == "REGISTER" and "contact" in seen:
         # a proxy forwards Contact untouched; only bindings must parse
         contacts = request.values("contact")
         if not (len(contacts) == 1 and contacts[0].strip() == "*"):
@@ -64,9 +80,8 @@ def validate_request(request: Request) -> int | None:
         raise SIPError(416, f"Unsupported URI Scheme {uri.scheme[:20]}")
     if uri.headers is not None:
         raise SIPError(400, "Request-URI must not carry headers")
-    proxy_require = request.values("proxy-require")
-    if proxy_require:
-        tags = ", ".join(tag.strip() for tag in proxy_require)
+    if "proxy-require" in seen:
+        tags = ", ".join(tag.strip() for tag in request.values("proxy-require"))
         raise SIPError(420, "Bad Extension", (("Unsupported", tags),))
     return max_forwards
 
