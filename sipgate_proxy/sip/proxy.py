@@ -252,9 +252,13 @@ class ProxyCore:
             return self.reply(context, 483, "Too Many Hops", now)
         if self._is_loop(request):
             return self.reply(context, 482, "Loop Detected", now)
+        had_route = request.has("route")
         self._preprocess_route(request)
-        if request.has("route"):
-            # a request with a route set follows it; routers are not asked (16.12)
+        if request.has("route") or (had_route and request.to_tag is not None):
+            # a request with a route set follows it, and so does an in-dialog
+            # request that only named us: routers are not asked (16.12).
+            # An initial request whose only Route was us (we are its
+            # outbound proxy) is routed like any other.
             return self._forward(context, Forward((Target(request.uri_text),)), now, "route")
         ctx = RequestContext(source.transport, source.host, source.port, now)
         try:

@@ -579,3 +579,20 @@ def test_response_parse_helpers_match() -> None:
     ((request, _),) = h.requests()
     response = parse_datagram(answer(request, 200))
     assert isinstance(response, Response) and response.status == 200
+
+
+def test_in_dialog_request_routed_by_our_record_route_skips_the_routers() -> None:
+    """A BYE whose only Route is ours goes to its Request-URI; routers must not reroute a dialog."""
+    h = Harness(Reject(403, "Forbidden"))
+    h.receive(invite(method="BYE", to_tag=";tag=b1", extra="Route: <sip:127.0.0.1:5060;lr>\r\n"))
+    ((request, dest),) = h.requests()
+    assert request.method == "BYE" and dest.port == 5070
+    assert h.router.calls == []
+
+
+def test_initial_request_preloaded_with_our_route_is_routed() -> None:
+    """An initial INVITE whose Route names only us (outbound proxy) goes through the routers."""
+    h = Harness(Reject(403, "Forbidden"))
+    h.receive(invite(method="MESSAGE", extra="Route: <sip:127.0.0.1:5060;lr>\r\n"))
+    assert statuses(h.take()) == [403]
+    assert len(h.router.calls) == 1
