@@ -15,16 +15,19 @@ from itertools import count
 class Timer:
     """One armed timer; ``cancel()`` makes it never fire."""
 
-    __slots__ = ("active", "callback", "deadline", "seq")
+    __slots__ = ("active", "callback", "deadline", "owner", "seq")
 
-    def __init__(self, deadline: float, seq: int, callback: Callable[[float], None]) -> None:
+    def __init__(self, deadline: float, seq: int, callback: Callable[[float], None], owner: TimerHeap) -> None:
         self.deadline = deadline
         self.seq = seq
         self.callback = callback
         self.active = True
+        self.owner = owner
 
     def cancel(self) -> None:
-        self.active = False
+        if self.active:
+            self.active = False
+            self.owner._cancelled_one()
 
     def __lt__(self, other: Timer) -> bool:
         if self.deadline != other.deadline:
@@ -36,16 +39,28 @@ class TimerHeap:
     def __init__(self) -> None:
         self._heap: list[Timer] = []
         self._seq = count()
+        self._cancelled = 0
 
     def arm(self, deadline: float, callback: Callable[[float], None]) -> Timer:
-        timer = Timer(deadline, next(self._seq), callback)
+        timer = Timer(deadline, next(self._seq), callback, self)
         heapq.heappush(self._heap, timer)
         return timer
+
+    def _cancelled_one(self) -> None:
+        # long timers (Timer C, B) are mostly cancelled long before they are
+        # due; rebuild the heap when dead entries are the majority, so memory
+        # follows the live timers, not the call rate times the longest timer
+        self._cancelled += 1
+        if self._cancelled > 1024 and self._cancelled * 2 > len(self._heap):
+            self._heap = [timer for timer in self._heap if timer.active]
+            heapq.heapify(self._heap)
+            self._cancelled = 0
 
     def next_deadline(self) -> float | None:
         heap = self._heap
         while heap and not heap[0].active:
             heapq.heappop(heap)
+            self._cancelled = max(0, self._cancelled - 1)
         return heap[0].deadline if heap else None
 
     def expire(self, now: float) -> int:
@@ -54,7 +69,9 @@ class TimerHeap:
         fired = 0
         while heap and heap[0].deadline <= now:
             timer = heapq.heappop(heap)
-            if timer.active:
+            if not timer.active:
+                self._cancelled = max(0, self._cancelled - 1)
+            else:
                 timer.active = False
                 fired += 1
                 timer.callback(now)
@@ -62,3 +79,8 @@ class TimerHeap:
 
     def __len__(self) -> int:
         return sum(1 for timer in self._heap if timer.active)
+
+    @property
+    def size(self) -> int:
+        """Entries held, cancelled ones included (what the memory follows)."""
+        return len(self._heap)

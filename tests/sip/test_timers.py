@@ -135,3 +135,17 @@ def test_callback_may_cancel_a_later_timer() -> None:
     heap.arm(1.0, killer)
     assert heap.expire(5.0) == 1
     assert log.fired == [("killer", 5.0)]
+
+
+def test_cancelled_timers_do_not_pile_up() -> None:
+    """Arming and cancelling many long timers keeps the heap near the live count (no growth with call rate)."""
+    from sipgate_proxy.sip.timers import TimerHeap
+
+    heap = TimerHeap()
+    keep = [heap.arm(1000.0 + i, lambda now: None) for i in range(10)]
+    for i in range(100_000):
+        heap.arm(180.0 + i, lambda now: None).cancel()
+    assert len(heap) == 10
+    assert heap.size < 3000
+    assert heap.next_deadline() == 1000.0
+    assert all(timer.active for timer in keep)
