@@ -146,8 +146,10 @@ class ServerTransaction:
         t1 = layer.timers.t1
         if self.invite:
             if status < 300:
-                # RFC 6026: stay to absorb INVITE retransmissions (Timer L)
+                # RFC 6026: stay to absorb INVITE retransmissions (Timer L);
+                # 2xx retransmissions come from downstream, keep no copy
                 self.state = ACCEPTED
+                self.last_response = None
                 self._timer_end = layer.heap.arm(now + 64 * t1, self._terminate)
             else:
                 self.state = COMPLETED
@@ -280,6 +282,7 @@ class ClientTransaction:
                 return
             self._stop_retransmit()
             self._stop_timeout()
+            self.data = b""  # nothing is retransmitted after a final response
             layer = self.layer
             if status < 300:
                 self.state = ACCEPTED
@@ -303,6 +306,7 @@ class ClientTransaction:
         self._stop_retransmit()
         self._stop_timeout()
         self.state = COMPLETED
+        self.data = b""
         layer = self.layer
         wait = 0.0 if self.destination.reliable else layer.timers.t4
         self._end = layer.heap.arm(now + wait, self._terminate)
