@@ -37,6 +37,19 @@ class ConfigError(Exception):
         return ConfigError(self.key, self.message, path)
 
 
+class RouterTable(dict[str, Any]):
+    """A router's own config table; ``base_dir`` is the config file's folder,
+    against which a router resolves relative file names (rules files ...)."""
+
+    def __init__(self, data: Mapping[str, Any], base_dir: str = ".") -> None:
+        super().__init__(data)
+        self.base_dir = base_dir
+
+    def path(self, name: str) -> str:
+        """``name`` resolved against the config file's folder."""
+        return str(Path(self.base_dir, name))
+
+
 @dataclass(frozen=True, slots=True)
 class Listener:
     transport: str
@@ -316,7 +329,7 @@ def _parse(data: Mapping[str, Any], path: str) -> Config:
         if name not in routers:
             raise ConfigError(f"routing.{name}", f"settings for router {name!r}, which routing.routers does not name")
         routing_t.used.add(name)
-        tables[name] = value
+        tables[name] = RouterTable(value, str(base))
     routing_t.finish()
     routing = RoutingSettings(routers=routers, plugin_dirs=plugin_dirs, tables=tables)
 

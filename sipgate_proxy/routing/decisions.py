@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +19,10 @@ class Target:
     uri: str
     next_hop: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
+    #: told how the branch to this target went (an IBranchObserver), or None
+    observer: Any = field(default=None, compare=False)
+    #: a name for logs and observers (a gateway or destination id)
+    label: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +33,12 @@ class Forward:
     mode: Literal["parallel", "serial"] = "parallel"
     #: attributes for the log line and later routers (dial plan results ...)
     attrs: dict[str, str] = field(default_factory=dict)
+    #: final statuses that move a serial request to its next target; None:
+    #: the proxy's configured set (routing.failover)
+    failover: frozenset[int] | None = None
+    #: give up on an INVITE branch that has not answered at all by its first
+    #: retransmission (Timer A) and move on: a silent destination is dead
+    fail_silent: bool = False
 
 
 @dataclass(frozen=True, slots=True)

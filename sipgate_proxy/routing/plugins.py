@@ -16,7 +16,7 @@ from zope.interface.verify import verifyObject
 
 import twisted.plugins
 
-from ..config import ConfigError
+from ..config import ConfigError, RouterTable
 from ..interfaces import IRouter, IRouterFactory
 from .chain import RoutingChain
 
@@ -90,7 +90,7 @@ def build_chain(
         if factory is None:
             known = ", ".join(sorted(factories)) or "none"
             raise ConfigError("routing.routers", f"unknown router {name!r} (known: {known})")
-        router = factory.make_router(tables.get(name, {}), reactor)
+        router = factory.make_router(tables.get(name) or RouterTable({}), reactor)
         try:
             verifyObject(IRouter, router)
         except Invalid as error:
