@@ -70,5 +70,5 @@ class IRouterLifecycle(Interface):
         """Called on reload with the router this one replaces (same name), to
         carry over state such as destination health."""
 
-    def stop():  # type: ignore[misc]
+    def stop():  # type: ignore[misc,no-untyped-def]
         """Called when the router is replaced or the proxy stops."""
