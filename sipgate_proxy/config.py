@@ -105,6 +105,10 @@ class DnsSettings:
 class RoutingSettings:
     routers: tuple[str, ...] = ("static",)
     plugin_dirs: tuple[str, ...] = ()
+    #: final statuses (and timeouts, 408) that move a serial request on
+    failover: tuple[int, ...] = (408, 500, 502, 503, 504)
+    follow_redirects: bool = False
+    max_redirects: int = 3
     #: each router's own table, keyed by router name
     tables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
@@ -318,11 +322,21 @@ def _parse(data: Mapping[str, Any], path: str) -> Config:
     if len(set(routers)) != len(routers):
         raise ConfigError("routing.routers", "a router is named twice")
     plugin_dirs = routing_t.strings("plugin_dirs", ())
+    failover_raw = routing_t._get("failover")
+    failover = (408, 500, 502, 503, 504)
+    if failover_raw is not None:
+        if not isinstance(failover_raw, list) or not all(
+            isinstance(code, int) and not isinstance(code, bool) and 300 <= code <= 699 for code in failover_raw
+        ):
+            raise ConfigError("routing.failover", "expected a list of final statuses from 300 to 699")
+        failover = tuple(failover_raw)
+    follow_redirects = routing_t.boolean("follow_redirects", False)
+    max_redirects = routing_t.integer("max_redirects", 3, 1, 20)
     base = Path(path).parent
     plugin_dirs = tuple(str((base / d).resolve()) for d in plugin_dirs)
     tables: dict[str, Mapping[str, Any]] = {}
     for name, value in routing_t.data.items():
-        if name in ("routers", "plugin_dirs"):
+        if name in ("routers", "plugin_dirs", "failover", "follow_redirects", "max_redirects"):
             continue
         if not isinstance(value, dict):
             raise ConfigError(f"routing.{name}", "expected a table of router settings")
@@ -331,7 +345,14 @@ def _parse(data: Mapping[str, Any], path: str) -> Config:
         routing_t.used.add(name)
         tables[name] = RouterTable(value, str(base))
     routing_t.finish()
-    routing = RoutingSettings(routers=routers, plugin_dirs=plugin_dirs, tables=tables)
+    routing = RoutingSettings(
+        routers=routers,
+        plugin_dirs=plugin_dirs,
+        tables=tables,
+        failover=failover,
+        follow_redirects=follow_redirects,
+        max_redirects=max_redirects,
+    )
 
     root.finish()
     return Config(

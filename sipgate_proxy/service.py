@@ -136,6 +136,9 @@ class ProxyService(Service):
             limits=self.parse_limits,
             timers=TimerValues(timers.t1, timers.t2, timers.t4),
             max_transactions=config.limits.max_transactions,
+            failover=frozenset(config.routing.failover),
+            follow_redirects=config.routing.follow_redirects,
+            max_redirects=config.routing.max_redirects,
         )
         core = ProxyCore(self.interfaces, settings, self.router, self._transmit, reactor.seconds)
         level = config.log.level

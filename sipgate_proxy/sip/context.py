@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from twisted.logger import Logger
+
 from .message import Header, Request, Response, make_response, pretty_name
 from .timers import Timer
 from .transaction import ClientTransaction, ServerTransaction
@@ -17,6 +19,8 @@ from .transaction import ClientTransaction, ServerTransaction
 if TYPE_CHECKING:
     from ..routing.decisions import Target
     from .proxy import ProxyCore
+
+log = Logger(namespace="sipgate_proxy.core")
 
 #: 4xx statuses RFC 3261 16.7 step 6 prefers within the 4xx class
 _PREFERRED_4XX = (401, 407, 415, 420, 484)
@@ -50,6 +54,7 @@ class Branch:
         "target",
         "timer_c",
         "txn",
+        "responded",
     )
 
     def __init__(self, context: ResponseContext, target: Target, request: Request) -> None:
@@ -62,10 +67,22 @@ class Branch:
         self.cancel_wanted = False
         self.cancelled = False
         self.timer_c: Timer | None = None
+        #: any response at all (100 included) came: the destination lives
+        self.responded = False
 
     @property
     def done(self) -> bool:
         return self.final is not None
+
+    def notify(self, event: str, status: int, now: float) -> None:
+        """Tell the target's observer (passive health) how the branch goes."""
+        observer = self.target.observer
+        if observer is None:
+            return
+        try:
+            observer.branch_event(self.target, event, status, now)
+        except Exception:
+            log.failure("branch observer failed on {event}", event=event)
 
 
 class ResponseContext:
@@ -89,6 +106,10 @@ class ResponseContext:
         "server",
         "started",
         "starting",
+        "fail_silent",
+        "redirects",
+        "redirect_mode",
+        "decision",
     )
 
     def __init__(
@@ -116,6 +137,13 @@ class ResponseContext:
         self.logged = False
         #: set while branches are being started, so none ends the context early
         self.starting = False
+        #: give up on INVITE branches silent at Timer A (Forward.fail_silent)
+        self.fail_silent = False
+        #: 3xx responses followed so far; while following, any failure moves on
+        self.redirects = 0
+        self.redirect_mode = False
+        #: what was decided, for the log line ("static:forward/serial/2")
+        self.decision = ""
 
     @property
     def invite(self) -> bool:
@@ -129,13 +157,15 @@ class ResponseContext:
     def branch_response(self, branch: Branch, response: Response, now: float) -> None:
         status = response.status
         core = self.core
+        if not branch.responded:
+            branch.responded = True
+            branch.notify("response", status, now)
         if status < 200:
-            if branch.final is not None:
-                return
             branch.provisional = True
             if branch.cancel_wanted and not branch.cancelled:
+                # a branch we gave up on (or the caller cancelled) rings now
                 core.send_cancel(branch, now)
-            if status == 100:
+            if branch.final is not None or status == 100:
                 return
             if self.invite and branch.timer_c is not None:
                 core.restart_timer_c(branch, now)
@@ -146,6 +176,7 @@ class ResponseContext:
             if branch.final is None:
                 branch.final = status
                 core.stop_timer_c(branch)
+                branch.notify("final", status, now)
             # every 2xx to an INVITE goes upstream, even after a final one
             if self.invite or not self.final_sent:
                 self.final_sent = True
@@ -157,6 +188,10 @@ class ResponseContext:
             return
         branch.final = status
         core.stop_timer_c(branch)
+        branch.notify("final", status, now)
+        if 300 <= status < 400 and core.follow_redirect(self, branch, response, now):
+            self.check_done(now)
+            return
         if status in (401, 407):
             key = "www-authenticate" if status == 401 else "proxy-authenticate"
             self.auth_headers.extend(entry for entry in response.headers if entry[0] == key)
@@ -164,7 +199,7 @@ class ResponseContext:
         if status >= 600:
             self.cancel_pending(now, "600")
         else:
-            self._serial_step(status, now)
+            self.serial_step(status, now)
         self.check_done(now)
 
     def branch_failed(self, branch: Branch, status: int, reason: str, now: float) -> None:
@@ -175,8 +210,9 @@ class ResponseContext:
             status, reason = 487, "Request Terminated"
         branch.final = status
         self.core.stop_timer_c(branch)
+        branch.notify("final", status, now)
         self.consider(make_response(branch.request, status, reason))
-        self._serial_step(status, now)
+        self.serial_step(status, now)
         self.check_done(now)
 
     def consider(self, response: Response) -> None:
@@ -184,11 +220,12 @@ class ResponseContext:
         if best is None or response_rank(response.status) < response_rank(best.status):
             self.best = response
 
-    def _serial_step(self, status: int, now: float) -> None:
+    def serial_step(self, status: int, now: float) -> None:
         """After a failed branch: try the next target, or stop trying."""
         if not self.pending_targets:
             return
-        if status not in self.failover or self.cancelled or self.final_sent:
+        moves_on = status in self.failover or (self.redirect_mode and 300 <= status < 600)
+        if not moves_on or self.cancelled or self.final_sent:
             self.pending_targets.clear()
             return
         while self.pending_targets:

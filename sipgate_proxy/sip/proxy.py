@@ -74,6 +74,9 @@ class CoreSettings:
     limits: ParseLimits = DEFAULT_LIMITS
     timers: TimerValues = field(default_factory=TimerValues)
     max_transactions: int = 200_000
+    #: recurse on 3xx: try the Contacts of a redirect (16.7 step 4)
+    follow_redirects: bool = False
+    max_redirects: int = 3
 
 
 class Router:
@@ -309,8 +312,10 @@ class ProxyCore:
         if isinstance(decision, Forward):
             self._forward(context, decision, now, context.decided_by)
         elif isinstance(decision, Reject):
+            context.decision = f"{context.decided_by}:reject"
             self.reply(context, decision.status, decision.reason, now)
         elif isinstance(decision, Redirect):
+            context.decision = f"{context.decided_by}:redirect"
             contacts = ", ".join(f"<{c}>" for c in decision.contacts)
             self.reply(context, decision.status, None, now, (("Contact", contacts),))
         else:
@@ -332,7 +337,9 @@ class ProxyCore:
         context.finished = True
         context.logged = True
         context.server.send_response(response, context.server.source, now)
-        self._log_txn(context.request, status, len(context.branches), context.started, now, context.decided_by)
+        self._log_txn(
+            context.request, status, len(context.branches), context.started, now, context.decision or context.decided_by
+        )
 
     def _answer_self(self, context: ResponseContext, now: float) -> None:
         request = context.request
@@ -423,10 +430,12 @@ class ProxyCore:
     def _forward(self, context: ResponseContext, decision: Forward, now: float, decided_by: str) -> None:
         targets = list(decision.targets)
         context.decided_by = decided_by
+        context.decision = f"{decided_by}:forward/{decision.mode}/{len(targets)}"
         if not targets:
             return self.reply(context, 480, "Temporarily Unavailable (no targets)", now)
         context.serial = decision.mode == "serial"
-        context.failover = self.settings.failover
+        context.failover = self.settings.failover if decision.failover is None else decision.failover
+        context.fail_silent = decision.fail_silent
         if context.serial:
             context.pending_targets = targets[1:]
             targets = targets[:1]
@@ -628,7 +637,44 @@ class ProxyCore:
             branch.context.branch_failed(branch, 503, "Service Unavailable (transport error)", now)
 
     def on_retransmit(self, txn: ClientTransaction, now: float) -> None:
-        pass
+        """Timer A fired: an INVITE branch has not answered at all yet."""
+        branch = txn.user_data
+        if not isinstance(branch, Branch) or branch.responded or branch.done:
+            return
+        branch.notify("suspect", 0, now)
+        context = branch.context
+        if context.fail_silent:
+            # a healthy destination answers 100 within milliseconds: move on
+            # now rather than after Timer B; should it answer after all, a
+            # provisional response gets a CANCEL and a 2xx still goes upstream
+            txn.stop_retransmissions()
+            context.branch_failed(branch, 408, "Request Timeout (destination silent)", now)
+            branch.cancel_wanted = True
+
+    def follow_redirect(self, context: ResponseContext, branch: Branch, response: Response, now: float) -> bool:
+        """Recurse on a 3xx (16.7 step 4): its Contacts become the next targets."""
+        if not self.settings.follow_redirects or context.cancelled or context.final_sent:
+            return False
+        if context.redirects >= self.settings.max_redirects:
+            return False
+        try:
+            contacts = response.name_addrs("contact")
+        except SIPError:
+            return False
+        ranked = sorted(
+            (c for c in contacts if c.uri.scheme in ("sip", "sips")),
+            key=lambda c: -float(c.param("q") or "1"),
+        )
+        if not ranked:
+            return False
+        context.redirects += 1
+        context.redirect_mode = True
+        targets = [Target(str(c.uri)) for c in ranked]
+        context.consider(response)
+        context.pending_targets[:0] = targets[1:]
+        if not self.start_branch(context, targets[0], now):
+            context.serial_step(response.status, now)
+        return True
 
     def forward_response(self, context: ResponseContext, response: Response, now: float, ours: bool = True) -> None:
         """Send a response upstream through the server transaction.
@@ -643,7 +689,12 @@ class ProxyCore:
         if response.status >= 200 and not context.logged:
             context.logged = True
             self._log_txn(
-                context.request, response.status, len(context.branches), context.started, now, context.decided_by
+                context.request,
+                response.status,
+                len(context.branches),
+                context.started,
+                now,
+                context.decision or context.decided_by,
             )
 
     def send_cancel(self, branch: Branch, now: float) -> None:
@@ -680,21 +731,17 @@ class ProxyCore:
         if branch.provisional:
             branch.cancel_wanted = True
             self.send_cancel(branch, now)
-            # the 487 (or Timer B) ends the branch; stop waiting for ever
-            if branch.txn is not None:
-                branch.txn.cancel_timers()
-                self._arm_cancel_guard(branch, now)
+            # the 487 ends the branch; should it never come, stop waiting
+            self._arm_cancel_guard(branch, now)
         else:
-            if branch.txn is not None:
-                branch.txn.cancel_timers()
             branch.context.branch_failed(branch, 408, "Request Timeout", now)
+            if branch.txn is not None:
+                branch.txn.expire_in(now, 0.0)
 
     def _arm_cancel_guard(self, branch: Branch, now: float) -> None:
-        def give_up(t: float) -> None:
-            if not branch.done:
-                branch.context.branch_failed(branch, 408, "Request Timeout", t)
-
-        self.layer.heap.arm(now + 64 * self.settings.timers.t1, give_up)
+        """After our CANCEL, wait 64*T1 for the 487, then end the branch (16.10)."""
+        if branch.txn is not None:
+            branch.txn.expire_in(now, 64 * self.settings.timers.t1)
 
     def _arm_timer_c(self, branch: Branch, now: float) -> Timer:
         def fire(t: float) -> None:

@@ -223,6 +223,7 @@ class ClientTransaction:
         "state",
         "user",
         "user_data",
+        "_silenced",
     )
 
     def __init__(
@@ -247,6 +248,7 @@ class ClientTransaction:
         self._end: Timer | None = None
         self.user_data: object = None
         self.ack: bytes | None = None
+        self._silenced = False
 
     def start(self, now: float) -> None:
         layer = self.layer
@@ -318,9 +320,21 @@ class ClientTransaction:
         self._terminate(now)
         self.user.on_transport_error(self, now)
 
-    def cancel_timers(self) -> None:
+    def stop_retransmissions(self) -> None:
+        """Send the request no more; the timeout still ends the transaction."""
+        self._silenced = True
+        self._stop_retransmit()
+
+    def expire_in(self, now: float, seconds: float) -> None:
+        """End the transaction (as a timeout) unless a final response comes first."""
         self._stop_retransmit()
         self._stop_timeout()
+        self._timeout = self.layer.heap.arm(now + seconds, self._fire_expire)
+
+    def _fire_expire(self, now: float) -> None:
+        if self.state in (CALLING, TRYING, PROCEEDING):
+            self._terminate(now)
+            self.user.on_timeout(self, now)
 
     def _make_ack(self, response: Response) -> bytes:
         """ACK for a non-2xx final response (RFC 3261 17.1.1.3)."""
@@ -347,6 +361,12 @@ class ClientTransaction:
         if state not in (CALLING, TRYING, PROCEEDING) or (self.invite and state == PROCEEDING):
             return
         layer = self.layer
+        self._retransmit = None
+        if self.invite:
+            # the user may give up on a silent destination before we resend
+            self.user.on_retransmit(self, now)
+            if self.state != CALLING or self._silenced:
+                return
         layer.transmit(self.data, self.destination)
         if self.invite:
             self._interval = 2 * self._interval
@@ -354,8 +374,6 @@ class ClientTransaction:
             # Timer E: doubles up to T2; in Proceeding it stays at T2
             self._interval = layer.timers.t2 if state == PROCEEDING else min(2 * self._interval, layer.timers.t2)
         self._retransmit = layer.heap.arm(now + self._interval, self._fire_retransmit)
-        if self.invite:
-            self.user.on_retransmit(self, now)
 
     def _fire_timeout(self, now: float) -> None:
         if self.state in (CALLING, TRYING, PROCEEDING):

@@ -596,3 +596,144 @@ def test_initial_request_preloaded_with_our_route_is_routed() -> None:
     h.receive(invite(method="MESSAGE", extra="Route: <sip:127.0.0.1:5060;lr>\r\n"))
     assert statuses(h.take()) == [403]
     assert len(h.router.calls) == 1
+
+
+# -- routing hooks: observers, silent destinations, redirects, failover sets ------
+
+
+class Observer:
+    def __init__(self) -> None:
+        self.events: list[tuple[str | None, str, int]] = []
+
+    def branch_event(self, target: Target, event: str, status: int, now: float) -> None:
+        self.events.append((target.label, event, status))
+
+
+def test_observer_hears_response_and_final() -> None:
+    """A target's observer learns of the first response (alive) and of the final status."""
+    seen = Observer()
+    h = Harness(Forward((Target("sip:b@127.0.0.1:5070", observer=seen, label="gw1"),)))
+    h.receive(invite())
+    ((request, _),) = h.requests()
+    h.receive(answer(request, 100))
+    h.receive(answer(request, 180))
+    h.receive(answer(request, 486))
+    assert seen.events == [("gw1", "response", 100), ("gw1", "final", 486)]
+
+
+def test_observer_hears_suspect_timeout_and_transport_error() -> None:
+    """Timer A without any answer is 'suspect'; Timer B gives final 408; a broken transport final 503."""
+    seen = Observer()
+    h = Harness(Forward((Target("sip:b@127.0.0.1:5070", observer=seen, label="gw1"),)))
+    h.receive(invite())
+    h.take()
+    h.advance(0.6)
+    assert seen.events == [("gw1", "suspect", 0)]
+    h.advance(40.0)
+    assert seen.events[-1] == ("gw1", "final", 408)
+
+    seen = Observer()
+    h = Harness(Forward((Target("sip:b@127.0.0.1:5070", observer=seen, label="gw2"),)))
+    h.receive(invite(method="MESSAGE"))
+    ((_, dest),) = h.requests()
+    h.core.connection_failed(dest, h.now)
+    assert seen.events == [("gw2", "final", 503)]
+
+
+def test_fail_silent_moves_on_at_timer_a() -> None:
+    """With fail_silent, a destination that has not answered by Timer A is abandoned for the next target."""
+    targets = (Target("sip:b@127.0.0.1:5070"), Target("sip:c@127.0.0.1:5071"))
+    h = Harness(Forward(targets, mode="serial", fail_silent=True))
+    h.receive(invite())
+    first = [dest.port for _, dest in h.requests()]
+    assert first == [5070]
+    h.advance(0.6)
+    sent = h.requests()
+    # the silent one is not retransmitted to any more; the next one gets the INVITE
+    assert [dest.port for _, dest in sent] == [5071]
+    (second, _) = sent[0]
+    h.receive(answer(second, 200))
+    assert 200 in statuses(h.take())
+    h.advance(5.0)
+    assert not [d for d, dest in h.take() if dest.port == 5070 and d.startswith(b"INVITE")]
+
+
+def test_late_provisional_from_an_abandoned_branch_is_cancelled() -> None:
+    """A destination given up at Timer A that answers 180 later gets a CANCEL."""
+    targets = (Target("sip:b@127.0.0.1:5070"), Target("sip:c@127.0.0.1:5071"))
+    h = Harness(Forward(targets, mode="serial", fail_silent=True))
+    h.receive(invite())
+    ((first, _),) = h.requests()
+    h.advance(0.6)
+    h.take()
+    h.receive(answer(first, 180))
+    sent = h.take()
+    assert [dest.port for d, dest in sent if d.startswith(b"CANCEL ")] == [5070]
+    assert 180 not in statuses(sent)
+
+
+def test_decision_failover_set_overrides_the_default() -> None:
+    """A Forward with its own failover set moves on after 486 too."""
+    targets = (Target("sip:b@127.0.0.1:5070"), Target("sip:c@127.0.0.1:5071"))
+    h = Harness(Forward(targets, mode="serial", failover=frozenset({486})))
+    h.receive(invite(method="MESSAGE"))
+    ((first, _),) = h.requests()
+    h.receive(answer(first, 486))
+    ((_, dest),) = h.requests()
+    assert dest.port == 5071
+
+
+def test_redirect_is_followed_when_enabled() -> None:
+    """With follow_redirects, a 302's Contacts are tried by q-value, and the caller gets the final answer."""
+    h = Harness(Forward((Target("sip:b@127.0.0.1:5070"),)), follow_redirects=True)
+    h.receive(invite(method="MESSAGE"))
+    ((first, _),) = h.requests()
+    contacts = "Contact: <sip:low@127.0.0.1:5081>;q=0.2, <sip:high@127.0.0.1:5082>;q=0.9\r\n"
+    h.receive(answer(first, 302, extra=contacts))
+    ((second, dest),) = h.requests()
+    assert dest.port == 5082 and second.uri_text == "sip:high@127.0.0.1:5082"
+    h.receive(answer(second, 404))
+    ((third, dest),) = h.requests()
+    assert dest.port == 5081
+    h.receive(answer(third, 200))
+    assert statuses(h.take()) == [200]
+
+
+def test_redirect_passes_upstream_when_not_followed_or_too_deep() -> None:
+    """Without follow_redirects the 302 goes to the caller; with it, recursion stops at max_redirects."""
+    h = Harness(Forward((Target("sip:b@127.0.0.1:5070"),)))
+    h.receive(invite(method="MESSAGE"))
+    ((first, _),) = h.requests()
+    h.receive(answer(first, 302, extra="Contact: <sip:x@127.0.0.1:5081>\r\n"))
+    assert statuses(h.take()) == [302]
+
+    h = Harness(Forward((Target("sip:b@127.0.0.1:5070"),)), follow_redirects=True, max_redirects=1)
+    h.receive(invite(method="MESSAGE"))
+    ((first, _),) = h.requests()
+    h.receive(answer(first, 302, extra="Contact: <sip:x@127.0.0.1:5081>\r\n"))
+    ((second, _),) = h.requests()
+    h.receive(answer(second, 302, extra="Contact: <sip:y@127.0.0.1:5082>\r\n"))
+    assert statuses(h.take()) == [302]
+
+
+def test_log_line_names_the_decision_and_router() -> None:
+    """The transaction log line says which router decided and what (forward, mode, target count)."""
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    lines: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_namespace") == "sipgate_proxy.core":
+            lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        h = Harness(Forward((Target("sip:b@127.0.0.1:5070"), Target("sip:c@127.0.0.1:5071")), mode="serial"))
+        h.router.route = lambda request, context: (setattr(context, "decided_by", "lcr"), h.router.decision)[1]
+        h.receive(invite(method="MESSAGE"))
+        ((first, _),) = h.requests()
+        h.receive(answer(first, 200))
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    txn = [line for line in lines if line.startswith("txn ")]
+    assert txn and "status=200" in txn[-1] and "decision=lcr:forward/serial/2" in txn[-1]

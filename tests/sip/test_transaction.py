@@ -373,15 +373,26 @@ def test_transport_error_after_final_is_ignored() -> None:
     assert user.kinds("transport error") == []
 
 
-def test_cancel_timers_stops_retransmissions_and_timeout() -> None:
-    """cancel_timers() (used by Timer C) stops Timer A and Timer B."""
+def test_stop_retransmissions_keeps_the_timeout() -> None:
+    """stop_retransmissions() (a silent branch given up) stops Timer A; Timer B still ends the transaction."""
     net = Net()
     txn, user = start_client(net)
     net.advance(0.6)
-    txn.cancel_timers()
+    txn.stop_retransmissions()
     net.advance(100.0)
     assert net.times() == [0.0, 0.5]
-    assert user.kinds("timeout") == []
+    assert user.kinds("timeout") == [(32.0, 0)]
+
+
+def test_expire_in_ends_the_transaction_as_a_timeout() -> None:
+    """expire_in() (after our CANCEL, or Timer C) ends a pending transaction after the given time."""
+    net = Net()
+    txn, user = start_client(net)
+    net.advance(0.1)
+    txn.expire_in(0.1, 2.0)
+    net.advance(100.0)
+    assert net.times() == [0.0]
+    assert user.kinds("timeout") == [(2.1, 0)]
 
 
 def test_invite_client_custom_timer_values() -> None:
