@@ -51,10 +51,10 @@ class Branch:
         "final",
         "provisional",
         "request",
+        "responded",
         "target",
         "timer_c",
         "txn",
-        "responded",
     )
 
     def __init__(self, context: ResponseContext, target: Target, request: Request) -> None:
@@ -95,21 +95,21 @@ class ResponseContext:
         "cancelled",
         "core",
         "decided_by",
+        "decision",
+        "fail_silent",
         "failover",
         "final_sent",
         "finished",
         "logged",
         "on_done",
         "pending_targets",
+        "redirect_mode",
+        "redirects",
         "request",
         "serial",
         "server",
         "started",
         "starting",
-        "fail_silent",
-        "redirects",
-        "redirect_mode",
-        "decision",
     )
 
     def __init__(

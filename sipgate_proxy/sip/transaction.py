@@ -212,6 +212,7 @@ class ClientTransaction:
         "_end",
         "_interval",
         "_retransmit",
+        "_silenced",
         "_timeout",
         "ack",
         "data",
@@ -223,7 +224,6 @@ class ClientTransaction:
         "state",
         "user",
         "user_data",
-        "_silenced",
     )
 
     def __init__(
