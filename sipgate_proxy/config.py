@@ -109,6 +109,8 @@ class RoutingSettings:
     failover: tuple[int, ...] = (408, 500, 502, 503, 504)
     follow_redirects: bool = False
     max_redirects: int = 3
+    #: on reload, routers carry over destination health and similar state
+    keep_state_on_reload: bool = True
     #: each router's own table, keyed by router name
     tables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
@@ -332,11 +334,12 @@ def _parse(data: Mapping[str, Any], path: str) -> Config:
         failover = tuple(failover_raw)
     follow_redirects = routing_t.boolean("follow_redirects", False)
     max_redirects = routing_t.integer("max_redirects", 3, 1, 20)
+    keep_state = routing_t.boolean("keep_state_on_reload", True)
     base = Path(path).parent
     plugin_dirs = tuple(str((base / d).resolve()) for d in plugin_dirs)
     tables: dict[str, Mapping[str, Any]] = {}
     for name, value in routing_t.data.items():
-        if name in ("routers", "plugin_dirs", "failover", "follow_redirects", "max_redirects"):
+        if name in ("routers", "plugin_dirs", "failover", "follow_redirects", "max_redirects", "keep_state_on_reload"):
             continue
         if not isinstance(value, dict):
             raise ConfigError(f"routing.{name}", "expected a table of router settings")
@@ -352,6 +355,7 @@ def _parse(data: Mapping[str, Any], path: str) -> Config:
         failover=failover,
         follow_redirects=follow_redirects,
         max_redirects=max_redirects,
+        keep_state_on_reload=keep_state,
     )
 
     root.finish()

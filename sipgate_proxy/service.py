@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import signal
 import socket
+from dataclasses import replace
 from typing import Any
 
 from twisted.application.service import Service
@@ -11,7 +13,7 @@ from twisted.internet.base import DelayedCall
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
-from .config import Config
+from .config import Config, ConfigError, load_config
 from .routing.plugins import build_chain
 from .sip.message import Message
 from .sip.parser import ParseError, ParseLimits
@@ -60,7 +62,8 @@ def _is_ip(host: str) -> bool:
 class ProxyService(Service):
     """The running proxy: sockets, timers and the sans-IO core."""
 
-    def __init__(self, config: Config, reactor: Any, router: Any = None) -> None:
+    def __init__(self, config: Config, reactor: Any, router: Any = None, install_signals: bool = False) -> None:
+        self.install_signals = install_signals
         self.config = config
         self.reactor = reactor
         if router is None:
@@ -90,6 +93,9 @@ class ProxyService(Service):
     def startService(self) -> None:
         super().startService()
         reactor = self.reactor
+        if self.install_signals:
+            # SIGHUP reloads the routing tables (the default action would end us)
+            signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(self.reload))
         for index, listener in enumerate(self.config.listeners):
             name = f"{listener.transport}:{listener.address}:{listener.port}"
             try:
@@ -146,9 +152,11 @@ class ProxyService(Service):
         core.debug_enabled = level == "debug"
         core.on_wakeup = self._rearm
         self.core = core
+        self._start_routers(self.router, None, keep_state=True)
 
     def stopService(self) -> Any:
         super().stopService()
+        self._stop_routers(self.router)
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
@@ -157,6 +165,59 @@ class ProxyService(Service):
 
         ports, self.ports = self.ports, []
         return gatherResults([maybeDeferred(port.stopListening) for port in ports])
+
+    # -- routing reload ------------------------------------------------------
+
+    def reload(self, keep_state: bool | None = None) -> bool:
+        """Re-read the config file and replace the routing chain (SIGHUP).
+
+        A config that fails validation changes nothing and is logged with its
+        reason. Routers that keep state (destination health) take over their
+        predecessor's unless ``keep_state`` is False (default: the config's
+        routing.keep_state_on_reload).
+        """
+        path = self.config.path
+        try:
+            config = load_config(path)
+            routing = config.routing
+            chain = build_chain(routing.routers, routing.tables, routing.plugin_dirs, self.reactor)
+        except ConfigError as error:
+            log.error("reload failed, routing unchanged: {error}", error=str(error.with_path(path)))
+            return False
+        except Exception:
+            log.failure("reload failed, routing unchanged")
+            return False
+        if config.listeners != self.config.listeners or config.timers != self.config.timers:
+            log.warn("reload: listen and timer changes take effect at the next restart")
+        if keep_state is None:
+            keep_state = config.routing.keep_state_on_reload
+        old = self.router
+        self._start_routers(chain, old, keep_state)
+        self.router = chain
+        if self.core is not None:
+            self.core.router = chain
+        self._stop_routers(old)
+        self.config = replace(self.config, routing=config.routing, dns=config.dns)
+        self._resolved.update(config.dns.hosts)
+        log.info("routing reloaded: {routers}", routers=", ".join(routing.routers))
+        return True
+
+    def _start_routers(self, chain: Any, previous: Any, keep_state: bool) -> None:
+        for name, router in getattr(chain, "routers", ()):
+            before = previous.get(name) if previous is not None and hasattr(previous, "get") else None
+            if keep_state and before is not None and hasattr(router, "take_over"):
+                router.take_over(before)
+            if self.core is not None and hasattr(router, "attach"):
+                router.attach(self.core)
+
+    @staticmethod
+    def _stop_routers(chain: Any) -> None:
+        for _, router in getattr(chain, "routers", ()):
+            if hasattr(router, "stop"):
+                try:
+                    router.stop()
+                except Exception:
+                    log.failure("router stop failed")
 
     # -- into the core -----------------------------------------------------
 

@@ -28,7 +28,7 @@ def makeService(options: Options) -> Any:
 
     config = options["loaded"]
     try:
-        return ProxyService(config, reactor)
+        return ProxyService(config, reactor, install_signals=True)
     except ConfigError as error:
         # one line naming file, key and what was expected; no usage dump
         raise SystemExit(f"sipgate-proxy: config error: {error.with_path(config.path)}") from None

@@ -22,6 +22,13 @@ class RoutingChain:
     def __init__(self, routers: Sequence[tuple[str, Any]]) -> None:
         self.routers = tuple(routers)
 
+    def get(self, name: str) -> Any:
+        """The router configured under ``name``, or None."""
+        for router_name, router in self.routers:
+            if router_name == name:
+                return router
+        return None
+
     def route(self, request: Request, context: RequestContext) -> Any:
         return self._ask(0, request, context)
 

@@ -15,7 +15,7 @@ import os
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.logger import Logger
 
@@ -25,6 +25,7 @@ from .errors import SIPError
 from .headers import Via, parse_name_addr, parse_via, split_values
 from .message import Header, Message, Request, Response, cached_name_addr, make_response
 from .parser import DEFAULT_LIMITS, ParseError, ParseLimits, parse_datagram
+from .probe import ProbeUser
 from .timers import Timer
 from .transaction import (
     MAGIC_COOKIE,
@@ -79,11 +80,10 @@ class CoreSettings:
     max_redirects: int = 3
 
 
-class Router:
+class Router(Protocol):
     """What the core asks where a request goes (the routing chain)."""
 
-    def route(self, request: Request, context: RequestContext) -> Any:
-        return None
+    def route(self, request: Request, context: RequestContext) -> Any: ...
 
 
 def _bare(host: str) -> str:
@@ -721,6 +721,38 @@ class ProxyCore:
         cancel = Request("CANCEL", request.uri_text, headers)
         cancel_txn = self.layer.new_client(cancel, request.vias[0].branch or "", txn.destination, self)
         cancel_txn.start(now)
+
+    # -- requests of our own (IRequestSender) ----------------------------------
+
+    def send_options(self, uri: str, on_result: Callable[[int], None], timeout: float | None = None) -> None:
+        """Send an OPTIONS probe to ``uri``; ``on_result(status)`` once (408: no answer, 503: transport)."""
+        now = self.clock()
+        user = ProbeUser(on_result)
+        try:
+            target = parse_uri(uri)
+            request = Request("OPTIONS", str(target), [])
+            dest = self._destination(target, request)
+            interface = self._interface_for(dest)
+        except SIPError:
+            on_result(503)
+            return
+        branch = f"{MAGIC_COOKIE}{self._prefix}p{self._tag()}"
+        call_id = f"{self._tag()}@{interface.advertise}"
+        lines = (
+            ("via", f"SIP/2.0/{dest.transport.upper()} {interface.sent_by()};branch={branch}"),
+            ("max-forwards", "70"),
+            ("from", f"<sip:{self.settings.server}@{interface.sent_by()}>;tag={self._tag()}"),
+            ("to", f"<{target}>"),
+            ("call-id", call_id),
+            ("cseq", "1 OPTIONS"),
+        )
+        for key, value in lines:
+            request.append(key, value)
+        txn = self.layer.new_client(request, branch, dest._replace(local=interface.name), user)
+        if timeout is not None:
+            user.timer = self.layer.heap.arm(now + timeout, user.expire)
+        txn.start(now)
+        self._wakeup()
 
     # -- Timer C ---------------------------------------------------------------
 
