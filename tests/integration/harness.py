@@ -192,12 +192,12 @@ def parse_response(data: bytes) -> SipResponse:
     return SipResponse(int(status), reason, headers, body, data)
 
 
-def options_request(target_port: int, transport: str, local_port: int, call_id: str) -> bytes:
-    """An OPTIONS for the proxy itself (Request-URI sip:127.0.0.1:<port>)."""
+def options_request(target_port: int, transport: str, local_port: int, call_id: str, uri: str | None = None) -> bytes:
+    """An OPTIONS for the proxy itself (Request-URI sip:127.0.0.1:<port>) or for ``uri``."""
     branch = "z9hG4bK-it-" + secrets.token_hex(8)
     via_transport = transport.upper()
     lines = [
-        f"OPTIONS sip:{LOOPBACK}:{target_port} SIP/2.0",
+        f"OPTIONS {uri or f'sip:{LOOPBACK}:{target_port}'} SIP/2.0",
         f"Via: SIP/2.0/{via_transport} {LOOPBACK}:{local_port};branch={branch};rport",
         "Max-Forwards: 70",
         f"From: <sip:probe@{LOOPBACK}:{local_port}>;tag=" + secrets.token_hex(4),
@@ -213,8 +213,8 @@ def options_request(target_port: int, transport: str, local_port: int, call_id: 
     return "\r\n".join(lines).encode()
 
 
-def send_options(port: int, transport: str = "udp", timeout: float = 1.0) -> SipResponse | None:
-    """Send one OPTIONS to the proxy's own URI; return its final response.
+def send_options(port: int, transport: str = "udp", timeout: float = 1.0, uri: str | None = None) -> SipResponse | None:
+    """Send one OPTIONS to the proxy's own URI (or to ``uri`` through it); return its final response.
 
     Returns None when no final response arrives within ``timeout`` seconds
     (or the TCP connection is refused). Provisional responses are skipped.
@@ -225,7 +225,7 @@ def send_options(port: int, transport: str = "udp", timeout: float = 1.0) -> Sip
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.bind((LOOPBACK, 0))
             sock.sendto(
-                options_request(port, "udp", sock.getsockname()[1], call_id),
+                options_request(port, "udp", sock.getsockname()[1], call_id, uri),
                 (LOOPBACK, port),
             )
             while (left := deadline - time.monotonic()) > 0:
@@ -243,7 +243,7 @@ def send_options(port: int, transport: str = "udp", timeout: float = 1.0) -> Sip
     except OSError:
         return None
     with sock:
-        sock.sendall(options_request(port, "tcp", sock.getsockname()[1], call_id))
+        sock.sendall(options_request(port, "tcp", sock.getsockname()[1], call_id, uri))
         buffer = b""
         while (left := deadline - time.monotonic()) > 0:
             sock.settimeout(left)
