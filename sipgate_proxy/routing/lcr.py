@@ -90,7 +90,7 @@ _MAX_COST = 1e9
 # -- the model ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Gateway:
     """Where calls leave to: a trunk, a carrier's SBC, a PSTN gateway."""
 
@@ -453,7 +453,9 @@ class _RuleBuilder:
         self.table: PrefixTable[Rule] = PrefixTable()
         self.uses_from = False
         self._patterns: dict[str, re.Pattern[str]] = {}
-        self._bodies: dict[tuple[str, str, str, str], RuleBody] = {}
+        #: rules file: gateway lists and rule bodies shared by the lines that repeat them
+        self._gateway_lists: dict[str, tuple[Gateway, ...]] = {}
+        self._bodies: dict[tuple[str, str, tuple[Gateway, ...]], RuleBody] = {}
 
     def gateway(self, ident: Any, field: str) -> Gateway:
         gateway = self.gateways.get(ident) if isinstance(ident, str) else None
@@ -474,6 +476,15 @@ class _RuleBuilder:
         self.uses_from = True
         return compiled
 
+    def checked(self, gateways: Sequence[Gateway], field: str) -> tuple[Gateway, ...]:
+        """``gateways`` when there is at least one and none twice."""
+        if not gateways:
+            raise _Invalid(field, "expected at least one gateway id")
+        for index, gateway in enumerate(gateways):
+            if gateway in gateways[:index]:
+                raise _Invalid(field, f"gateway {gateway.id!r} is listed twice")
+        return tuple(gateways)
+
     def body(
         self,
         priority: int,
@@ -482,34 +493,16 @@ class _RuleBuilder:
         costs: Mapping[str, float] | None,
         **extra: Any,
     ) -> RuleBody:
-        field = "gateways" if weights is None else "weighted_gateways"
-        if not gateways:
-            raise _Invalid(field, "expected at least one gateway id")
-        ids = [gateway.id for gateway in gateways]
-        for index, ident in enumerate(ids):
-            if ident in ids[:index]:
-                raise _Invalid(field, f"gateway {ident!r} is listed twice")
-        inverse = None if weights is None else [1.0 / weight if weight else 0.0 for weight in weights]
+        gateways = self.checked(gateways, "gateways" if weights is None else "weighted_gateways")
+        inverse = None if weights is None else tuple(1.0 / weight if weight else 0.0 for weight in weights)
         cost_list = None
         if costs is not None:
-            for ident in costs:
-                if ident not in ids:
-                    raise _Invalid("cost", f"gateway {ident!r} has a cost but is not one of this rule's gateways")
-            for ident in ids:
-                if ident not in costs:
-                    raise _Invalid("cost", f"no cost for gateway {ident!r}: give every gateway of the rule a cost")
-            order = sorted(range(len(gateways)), key=lambda i: costs[ids[i]])
-            gateways = [gateways[i] for i in order]
+            order = _cost_order(gateways, costs)
+            gateways = tuple(gateways[i] for i in order)
             cost_list = tuple(costs[gateway.id] for gateway in gateways)
             if inverse is not None:
-                inverse = [inverse[i] for i in order]
-        return RuleBody(
-            priority,
-            tuple(gateways),
-            cost_list,
-            None if inverse is None else tuple(inverse),
-            **extra,
-        )
+                inverse = tuple(inverse[i] for i in order)
+        return RuleBody(priority, gateways, cost_list, inverse, **extra)
 
     # -- TOML rules
 
@@ -614,7 +607,8 @@ class _RuleBuilder:
                         try:
                             self._csv_row(row, name, line)
                         except _Invalid as error:
-                            raise ConfigError(key, f"{name} line {line}: {error.message}") from None
+                            what = f"{error.field}: {error.message}" if error.field else error.message
+                            raise ConfigError(key, f"{name} line {line}: {what}") from None
                     line = reader.line_num + 1
             except csv.Error as error:
                 raise ConfigError(key, f"{name} line {line}: {error}") from None
@@ -626,30 +620,28 @@ class _RuleBuilder:
             raise _Invalid("", f"expected {len(CSV_COLUMNS)} fields ({','.join(CSV_COLUMNS)}), got {len(row)}")
         prefix, priority_text, gateways_text, from_text, cost_text = (field.strip() for field in row)
         if not _PREFIX_RE.fullmatch(prefix):
-            raise _Invalid("prefix", f"prefix: expected digits, letters, '+', '*' or '#', got {prefix!r}")
-        cache_key = (priority_text, gateways_text, from_text, cost_text)
-        body = self._bodies.get(cache_key)
+            raise _Invalid("prefix", f"expected digits, letters, '+', '*' or '#', got {prefix!r}")
+        gateways = self._gateway_lists.get(gateways_text)
+        if gateways is None:
+            if not gateways_text:
+                raise _Invalid("gateways", "expected gateway ids separated by '|'")
+            listed = [self.gateway(ident.strip(), "gateways") for ident in gateways_text.split("|")]
+            gateways = self._gateway_lists[gateways_text] = self.checked(listed, "gateways")
+        if cost_text:
+            # a rules file has no weights, so the costs are only needed to sort
+            gateways = tuple(gateways[i] for i in _cost_order(gateways, self._csv_costs(cost_text)))
+        body_key = (priority_text, from_text, gateways)
+        body = self._bodies.get(body_key)
         if body is None:
-            body = self._csv_body(priority_text, gateways_text, from_text, cost_text)
-            self._bodies[cache_key] = body
-        self.table.add(prefix, Rule(body, name, line))
-
-    def _csv_body(self, priority_text: str, gateways_text: str, from_text: str, cost_text: str) -> RuleBody:
-        try:
-            priority = int(priority_text) if priority_text else 0
-        except ValueError:
-            raise _Invalid("priority", f"priority: expected an integer, got {priority_text!r}") from None
-        if not -_PRIORITY_LIMIT <= priority <= _PRIORITY_LIMIT:
-            raise _Invalid("priority", f"priority: out of range: {priority}")
-        if not gateways_text:
-            raise _Invalid("gateways", "gateways: expected gateway ids separated by '|'")
-        try:
-            gateways = [self.gateway(ident.strip(), "gateways") for ident in gateways_text.split("|")]
+            try:
+                priority = int(priority_text) if priority_text else 0
+            except ValueError:
+                raise _Invalid("priority", f"expected an integer, got {priority_text!r}") from None
+            if not -_PRIORITY_LIMIT <= priority <= _PRIORITY_LIMIT:
+                raise _Invalid("priority", f"out of range: {priority}")
             from_user = self.pattern(from_text) if from_text else None
-            costs = self._csv_costs(cost_text) if cost_text else None
-            return self.body(priority, gateways, None, costs, from_user=from_user)
-        except _Invalid as error:
-            raise _Invalid(error.field, f"{error.field}: {error.message}") from None
+            body = self._bodies[body_key] = RuleBody(priority, gateways, None, None, from_user=from_user)
+        self.table.add(prefix, Rule(body, name, line))
 
     def _csv_costs(self, text: str) -> dict[str, float]:
         costs = {}
@@ -666,6 +658,19 @@ class _RuleBuilder:
                 raise _Invalid("cost", f"gateway {ident!r} has two costs")
             costs[ident] = cost
         return costs
+
+
+def _cost_order(gateways: Sequence[Gateway], costs: Mapping[str, float]) -> list[int]:
+    """Indexes of ``gateways`` by ascending cost (a stable sort); every
+    gateway must have a cost and every cost a gateway."""
+    ids = [gateway.id for gateway in gateways]
+    for ident in costs:
+        if ident not in ids:
+            raise _Invalid("cost", f"gateway {ident!r} has a cost but is not one of this rule's gateways")
+    for ident in ids:
+        if ident not in costs:
+            raise _Invalid("cost", f"no cost for gateway {ident!r}: give every gateway of the rule a cost")
+    return sorted(range(len(ids)), key=lambda i: costs[ids[i]])
 
 
 def _first_undecodable(path: str) -> int:
