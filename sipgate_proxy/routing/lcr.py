@@ -37,6 +37,7 @@ and stopper exist only for TOML rules.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import random
 import re
@@ -151,6 +152,12 @@ class RuleBody:
     windows: tuple[Window, ...] = ()
     timezone: ZoneInfo | None = None
     stopper: bool = False
+    #: numbers at least this long leave every gateway a non-empty user
+    shortest: int = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        bare = [gateway.strip for gateway in self.gateways if not gateway.prefix]
+        object.__setattr__(self, "shortest", max(bare) + 1 if bare else 0)
 
     def ordered(self, rng: random.Random) -> Sequence[Gateway]:
         """The gateways in the order to try them for one request."""
@@ -200,6 +207,10 @@ class Selection(NamedTuple):
     gateways: tuple[Gateway, ...]
 
 
+#: a stopper ended the search: no route
+_STOPPED = Selection("", (), ())
+
+
 @dataclass(frozen=True, slots=True)
 class LcrSettings:
     gateways: Mapping[str, Gateway]
@@ -247,7 +258,8 @@ class LcrRouter:
         ``from_user`` is the unescaped From user; ``now`` seconds since the epoch.
         """
         clocks: dict[ZoneInfo | None, tuple[int, int]] = {}
-        for prefix, rules in self.settings.rules.matches(number):
+
+        def visit(prefix: str, rules: tuple[Rule, ...]) -> Selection | None:
             applicable: list[Rule] = []
             stop = False
             for rule in rules:
@@ -259,16 +271,18 @@ class LcrRouter:
                 elif body.stopper:
                     stop = True
             if applicable:
-                gateways = self._gateways(applicable, number)
-                if not gateways:
-                    return None
-                return Selection(prefix, tuple(applicable), gateways)
-            if stop:
-                return None
-        return None
+                return Selection(prefix, tuple(applicable), self._gateways(applicable, number))
+            return _STOPPED if stop else None
+
+        found = self.settings.rules.first(number, visit)
+        return found if found is not None and found.gateways else None
 
     def _gateways(self, rules: list[Rule], number: str) -> tuple[Gateway, ...]:
         limit = self.settings.max_targets
+        if len(rules) == 1:
+            body = rules[0].body
+            if body.inverse_weights is None and len(number) >= body.shortest and len(body.gateways) <= limit:
+                return body.gateways  # the common case: nothing to draw, drop or cut
         chosen: list[Gateway] = []
         seen: set[str] = set()
         length = len(number)
@@ -618,7 +632,7 @@ class _RuleBuilder:
     def _csv_row(self, row: list[str], name: str, line: int) -> None:
         if len(row) != len(CSV_COLUMNS):
             raise _Invalid("", f"expected {len(CSV_COLUMNS)} fields ({','.join(CSV_COLUMNS)}), got {len(row)}")
-        prefix, priority_text, gateways_text, from_text, cost_text = (field.strip() for field in row)
+        prefix, priority_text, gateways_text, from_text, cost_text = (cell.strip() for cell in row)
         if not _PREFIX_RE.fullmatch(prefix):
             raise _Invalid("prefix", f"expected digits, letters, '+', '*' or '#', got {prefix!r}")
         gateways = self._gateway_lists.get(gateways_text)

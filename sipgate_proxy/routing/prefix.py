@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 V = TypeVar("V")
+R = TypeVar("R")
 
 
 class PrefixTable(Generic[V]):
@@ -86,3 +87,26 @@ class PrefixTable(Generic[V]):
                     yield prefix, tuple(value)
                 else:
                     yield prefix, (value,)
+
+    def first(self, number: str, visit: Callable[[str, tuple[V, ...]], R | None]) -> R | None:
+        """Call ``visit(prefix, entries)`` for the prefixes of ``number`` in the
+        table, longest first, until it returns something other than None, and
+        return that (None when no call did).
+
+        The same walk as :meth:`matches` without a generator: the hot path.
+        """
+        get = self._entries.get
+        length = min(len(number), self._longest)
+        while length >= 0:
+            value = get(number[:length])
+            if value is not None:
+                if type(value) is tuple:
+                    result = visit(number[:length], value)
+                elif type(value) is list:  # not frozen yet
+                    result = visit(number[:length], tuple(value))
+                else:
+                    result = visit(number[:length], (value,))
+                if result is not None:
+                    return result
+            length -= 1
+        return None
