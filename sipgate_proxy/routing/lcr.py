@@ -632,7 +632,7 @@ class _RuleBuilder:
     def _csv_row(self, row: list[str], name: str, line: int) -> None:
         if len(row) != len(CSV_COLUMNS):
             raise _Invalid("", f"expected {len(CSV_COLUMNS)} fields ({','.join(CSV_COLUMNS)}), got {len(row)}")
-        prefix, priority_text, gateways_text, from_text, cost_text = (cell.strip() for cell in row)
+        prefix, priority_text, gateways_text, from_text, cost_text = map(str.strip, row)
         if not _PREFIX_RE.fullmatch(prefix):
             raise _Invalid("prefix", f"expected digits, letters, '+', '*' or '#', got {prefix!r}")
         gateways = self._gateway_lists.get(gateways_text)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from zope.interface.verify import verifyObject
 
-from sipgate_proxy.config import ConfigError, RouterTable
+from sipgate_proxy.config import ConfigError, RouterTable, load_config
 from sipgate_proxy.interfaces import IRouter, IRouterFactory
 from sipgate_proxy.routing.decisions import Forward, Reject, RequestContext, Target
 from sipgate_proxy.routing.lcr import LcrRouter, LcrRouterFactory, parse_lcr_config
@@ -578,3 +578,27 @@ def test_prefix_table_yields_matches_longest_first_and_sorts_on_freeze() -> None
     assert table.longest == 4
     with pytest.raises(RuntimeError):
         table.add("1", 9)
+
+
+# -- the shipped example ---------------------------------------------------------------
+
+
+def test_example_config_loads_and_routes_as_its_comments_say() -> None:
+    """etc/lcr-example.toml is a valid config whose rules route as described in it."""
+    config = load_config(str(Path(__file__).parents[2] / "etc" / "lcr-example.toml"))
+    assert config.routing.routers == ("lcr",)
+    r = LcrRouterFactory().make_router(config.routing.tables["lcr"], None)
+    daytime = r.route(request("sip:+4930123@example.com"), context(MON_0900))  # 10:00 in Berlin
+    assert isinstance(daytime, Forward)
+    assert [t.uri for t in daytime.targets] == [
+        "sip:030123@192.0.2.10:5060;transport=udp",
+        "sip:+4930123@trunk.carrier.example:5061;transport=tls",
+    ]
+    assert daytime.targets[0].headers == (("X-Carrier-Account", "acme-4711"),)
+    assert labels(r, "sip:+4930123@example.com", now=MON_1800) == ["gw2"]  # 19:00 in Berlin
+    assert labels(r, "sip:+4930123@example.com", now=SAT_1200) == ["gw2"]
+    assert labels(r, "sip:+15551234@example.com") == ["gw2", "gw1"]
+    assert labels(r, "sip:+18005551234@example.com", from_user="tollfree-7") == ["gw1", "gw2"]
+    assert labels(r, "sip:+49900123@example.com", from_user="9001") == ["gw1"]
+    assert r.route(request("sip:+49900123@example.com"), context()) == Reject(404, "No Route")
+    assert sorted(labels(r, "sip:+33123@example.com")) == ["gw1", "gw2"]
