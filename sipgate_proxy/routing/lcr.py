@@ -152,6 +152,8 @@ class RuleBody:
     windows: tuple[Window, ...] = ()
     timezone: ZoneInfo | None = None
     stopper: bool = False
+    #: None for ``rules`` in the TOML table, else the rules file as configured
+    source: str | None = None
     #: numbers at least this long leave every gateway a non-empty user
     shortest: int = dataclasses.field(init=False)
 
@@ -174,24 +176,28 @@ class RuleBody:
         return [gateways[i] for i in order]
 
 
-class Rule:
-    """A rule as stored under its prefix: its body and where it was written."""
+# In the prefix table a rule is the int ``line << 32 | body number``
+# (``line``: index in ``rules``, or line of the rules file; the body number
+# indexes LcrSettings.bodies): 32 bytes per rule where an object holding its
+# line number takes 88, which saves a quarter of a million-line table's memory.
+# Rule objects are made only for the rules a lookup finds.
+_LINE_SHIFT = 32
+_BODY_MASK = (1 << _LINE_SHIFT) - 1
 
-    __slots__ = ("body", "line", "source")
 
-    def __init__(self, body: RuleBody, source: str | None, line: int) -> None:
-        self.body = body
-        #: None for ``rules`` in the TOML table, else the rules file as configured
-        self.source = source
-        #: index in ``rules``, or line in the rules file
-        self.line = line
+class Rule(NamedTuple):
+    """A rule found for a number: what it says and where it is written."""
+
+    body: RuleBody
+    #: index in ``rules``, or line in the rules file
+    line: int
 
     @property
     def label(self) -> str:
         """``rules[3]`` or ``lcr.csv:17``: where the rule is written."""
-        if self.source is None:
+        if self.body.source is None:
             return f"rules[{self.line}]"
-        return f"{self.source}:{self.line}"
+        return f"{self.body.source}:{self.line}"
 
     def __repr__(self) -> str:
         return f"<Rule {self.label}>"
@@ -213,8 +219,12 @@ _STOPPED = Selection("", (), ())
 
 @dataclass(frozen=True, slots=True)
 class LcrSettings:
+    """The validated ``[routing.lcr]`` table."""
+
     gateways: Mapping[str, Gateway]
-    rules: PrefixTable[Rule]
+    #: prefix -> rules, each as ``line << 32 | index in bodies``
+    rules: PrefixTable[int]
+    bodies: Sequence[RuleBody]
     match_on: str = "ruri"
     max_targets: int = 5
     #: answer when nothing routes; None passes the request on
@@ -258,16 +268,17 @@ class LcrRouter:
         ``from_user`` is the unescaped From user; ``now`` seconds since the epoch.
         """
         clocks: dict[ZoneInfo | None, tuple[int, int]] = {}
+        bodies = self.settings.bodies
 
-        def visit(prefix: str, rules: tuple[Rule, ...]) -> Selection | None:
+        def visit(prefix: str, rules: tuple[int, ...]) -> Selection | None:
             applicable: list[Rule] = []
             stop = False
             for rule in rules:
-                body = rule.body
+                body = bodies[rule & _BODY_MASK]
                 if (body.from_user is None or body.from_user.search(from_user) is not None) and (
                     not body.windows or _in_windows(body, now, clocks)
                 ):
-                    applicable.append(rule)
+                    applicable.append(Rule(body, rule >> _LINE_SHIFT))
                 elif body.stopper:
                     stop = True
             if applicable:
@@ -464,12 +475,13 @@ class _RuleBuilder:
 
     def __init__(self, gateways: Mapping[str, Gateway]) -> None:
         self.gateways = gateways
-        self.table: PrefixTable[Rule] = PrefixTable()
+        self.table: PrefixTable[int] = PrefixTable()
+        self.bodies: list[RuleBody] = []
         self.uses_from = False
         self._patterns: dict[str, re.Pattern[str]] = {}
         #: rules file: gateway lists and rule bodies shared by the lines that repeat them
         self._gateway_lists: dict[str, tuple[Gateway, ...]] = {}
-        self._bodies: dict[tuple[str, str, tuple[Gateway, ...]], RuleBody] = {}
+        self._bodies: dict[tuple[str, str, tuple[Gateway, ...]], int] = {}
 
     def gateway(self, ident: Any, field: str) -> Gateway:
         gateway = self.gateways.get(ident) if isinstance(ident, str) else None
@@ -526,7 +538,13 @@ class _RuleBuilder:
             prefix, body = self._toml_rule(item, key)
         except _Invalid as error:
             raise ConfigError(f"{key}.{error.field}", error.message) from None
-        self.table.add(prefix, Rule(body, None, index))
+        self.table.add(prefix, index << _LINE_SHIFT | self.number(body))
+
+    def number(self, body: RuleBody) -> int:
+        """Keep ``body`` and return its index in ``bodies`` (below 2**32:
+        there is at most one body per rule, and memory ends far sooner)."""
+        self.bodies.append(body)
+        return len(self.bodies) - 1
 
     def _toml_rule(self, item: Any, key: str) -> tuple[str, RuleBody]:
         if not isinstance(item, dict):
@@ -645,8 +663,8 @@ class _RuleBuilder:
             # a rules file has no weights, so the costs are only needed to sort
             gateways = tuple(gateways[i] for i in _cost_order(gateways, self._csv_costs(cost_text)))
         body_key = (priority_text, from_text, gateways)
-        body = self._bodies.get(body_key)
-        if body is None:
+        number = self._bodies.get(body_key)
+        if number is None:
             try:
                 priority = int(priority_text) if priority_text else 0
             except ValueError:
@@ -654,8 +672,9 @@ class _RuleBuilder:
             if not -_PRIORITY_LIMIT <= priority <= _PRIORITY_LIMIT:
                 raise _Invalid("priority", f"out of range: {priority}")
             from_user = self.pattern(from_text) if from_text else None
-            body = self._bodies[body_key] = RuleBody(priority, gateways, None, None, from_user=from_user)
-        self.table.add(prefix, Rule(body, name, line))
+            body = RuleBody(priority, gateways, None, None, from_user=from_user, source=name)
+            number = self._bodies[body_key] = self.number(body)
+        self.table.add(prefix, line << _LINE_SHIFT | number)
 
     def _csv_costs(self, text: str) -> dict[str, float]:
         costs = {}
@@ -740,12 +759,9 @@ def parse_lcr_config(config: Mapping[str, Any]) -> LcrSettings:
             raise ConfigError("routing.lcr.rules_file", "expected the path of a CSV file")
         resolve = getattr(config, "path", None)
         builder.csv_file(resolve(rules_file) if callable(resolve) else rules_file, rules_file)
-    builder.table.freeze(key=_priority)
-    return LcrSettings(gateways, builder.table, match_on, max_targets, no_route, builder.uses_from)
-
-
-def _priority(rule: Rule) -> int:
-    return rule.body.priority
+    bodies = tuple(builder.bodies)
+    builder.table.freeze(key=lambda rule: bodies[rule & _BODY_MASK].priority)
+    return LcrSettings(gateways, builder.table, bodies, match_on, max_targets, no_route, builder.uses_from)
 
 
 @implementer(IPlugin, IRouterFactory)
