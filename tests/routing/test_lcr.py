@@ -444,6 +444,7 @@ def test_rules_file_accepts_spaces_around_fields_and_a_byte_order_mark(tmp_path:
         (HEADER + "+49,0,gw1|gw2,,gw1:0.1\n", "lcr.csv line 2: cost: no cost for gateway 'gw2'"),
         (HEADER + "+49,0,gw1,,gw1:0.1|gw3:0.2\n", "lcr.csv line 2: cost: gateway 'gw3' has a cost but is not"),
         (HEADER + '+49,0,"gw1\n', "lcr.csv line 2: unexpected end of data"),
+        (HEADER + '+49,0,gw1,"^a\nb",\n+1,0,gw9,,\n', "lcr.csv line 4: gateways: unknown gateway id 'gw9'"),
     ],
 )
 def test_rules_file_errors_name_the_file_and_line(tmp_path: Path, text: str, message: str) -> None:
