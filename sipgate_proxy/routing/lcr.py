@@ -25,7 +25,9 @@ The decision is a serial Forward: for each gateway a Request-URI
 ``sip:USER@ADDRESS:PORT;transport=T`` whose user is the number with the
 gateway's ``strip`` characters removed from the front and its ``prefix`` put
 in front; the gateway's ``headers`` are added. A gateway for which that user
-would be empty is left out. With no route the router passes on, or answers
+would be empty is left out. The Forward's attrs name the rules used
+(``lcr.rule``: ``rules[3]`` or ``lcr.csv:17``, comma-separated) and the
+prefix (``lcr.prefix``). With no route the router passes on, or answers
 with ``no_route = [status, "reason"]``.
 
 Large tables go into ``rules_file``, a CSV file
