@@ -205,6 +205,7 @@ class DispatcherRouter:
                 break
         else:
             return None
+        self.tracker.sweep(context.now)
         order = self.order(state, request)
         if not order:
             return Reject(503, "Service Unavailable (no destination available)")
