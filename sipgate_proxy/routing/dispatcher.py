@@ -9,8 +9,8 @@ naming the destination as its ``next_hop``. Usable destinations are the
 ``active`` ones; when none is active, the ``probing`` ones (suspect, or on
 their way back up); when there are none of those either, the answer is 503.
 
-Algorithms (``n`` destinations usable; the order after the first is the
-failover order):
+Algorithms (the order after the first destination is the failover order;
+``max_targets`` cuts it):
 
 - ``round-robin``: a counter per set, advanced by every request, picks the
   start among the usable destinations (in config order); the rest follow in
@@ -36,14 +36,15 @@ failover order):
   of a failover branch to it), -1 at that branch's ``final`` event. Calls
   that are set up and running are not counted (the router sees no BYE).
 - ``priority``: by ``priority``, lowest value first (like DNS SRV and the
-  dialplan router; Kamailio orders the other way round), then config order.
+  dialplan router), then config order.
 
 Health: see :mod:`.health`. Passive checks come from the proxy core, which
 tells the router (each target's ``observer``) how every branch went: the
 first response of any kind shows a destination alive; an INVITE not
 answered by Timer A makes it suspect; a branch that ends with a 503, or with
 408 without having had any response, takes it down at once. A 408 after a
-response (the destination's own downstream timed out) says it is alive.
+response (the destination's own downstream timed out) says it is alive, as
+does any other final status; 487 (cancelled) says nothing.
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ class _SetState:
         "ring",
         "turn",
         "uris",
+        "usable",
         "weights",
     )
 
@@ -169,6 +171,7 @@ class _SetState:
         self.current = [0] * count
         #: usable member indexes (config order), cached per HealthTable.version
         self.pool: tuple[int, ...] = ()
+        self.usable: frozenset[int] = frozenset()
         self.pool_version = -1
 
 
@@ -187,8 +190,9 @@ class DispatcherRouter:
         for dispatch_set in config.sets:
             for dst in dispatch_set.destinations:
                 enabled[dst.uri] = enabled.get(dst.uri, False) or not dst.disabled
+        now = reactor.seconds() if reactor is not None else 0.0
         for uri, on in enabled.items():
-            self.health.add(uri, disabled=not on)
+            self.health.add(uri, disabled=not on, now=now)
         self.prober = Prober(reactor, self.health, probing)
         self._sets = tuple(_SetState(s) for s in config.sets)
         #: the branches of requests under way; INVITEs in flight per destination
@@ -206,7 +210,7 @@ class DispatcherRouter:
         else:
             return None
         self.tracker.sweep(context.now)
-        order = self.order(state, request)
+        order = self._order(state, request)
         if not order:
             return Reject(503, "Service Unavailable (no destination available)")
         members = state.members
@@ -224,35 +228,33 @@ class DispatcherRouter:
             fail_silent=self.passive.fail_silent,
         )
 
-    def order(self, state: _SetState, request: Request) -> list[int]:
+    def _order(self, state: _SetState, request: Request) -> list[int]:
         """The set's usable destinations (member indexes) in the order of its algorithm."""
         pool = self._pool(state)
         if not pool:
             return []
+        usable = state.usable
         algorithm = state.config.algorithm
         if algorithm == "round-robin":
             start = state.turn % len(pool)
             state.turn += 1
             order = [*pool[start:], *pool[:start]]
         elif algorithm == "weighted":
-            order = self._weighted(state, pool)
+            order = self._weighted(state)
         elif algorithm == "random":
             order = self.rng.sample(pool, len(pool))
         elif algorithm == "consistent-hash":
             assert state.ring is not None
-            usable = set(pool)
             order = [i for i in state.ring.order(request.call_id) if i in usable]
         elif algorithm == "least-calls":
             calls = self.calls
             uris = state.uris
             order = sorted(pool, key=lambda i: calls.get(uris[i], 0))
         elif algorithm == "priority":
-            usable = set(pool)
             order = [i for i in state.by_priority if i in usable]
         else:  # hash-*
             count = len(state.members)
             start = stable_hash(_hash_key(algorithm, request)) % count
-            usable = set(pool)
             order = [i % count for i in range(start, start + count) if i % count in usable]
         limit = state.config.max_targets
         return order if limit is None else order[:limit]
@@ -265,16 +267,17 @@ class DispatcherRouter:
             if not pool:
                 pool = tuple(i for i, s in enumerate(states) if s == PROBING)
             state.pool = pool
+            state.usable = frozenset(pool)
             state.pool_version = health.version
         return state.pool
 
     @staticmethod
-    def _weighted(state: _SetState, pool: tuple[int, ...]) -> list[int]:
+    def _weighted(state: _SetState) -> list[int]:
         weights = state.weights
         current = state.current
         total = 0
         best = -1
-        usable = set(pool)
+        usable = state.usable
         for i in range(len(current)):
             if i not in usable:
                 current[i] = 0  # back from down: starts without credit or debt
