@@ -842,3 +842,78 @@ def explain(proxy: ProxyProcess, *results: SippResult) -> str:
     parts = [result.describe() for result in results]
     parts.append(f"--- proxy log (tail) ---\n{proxy.log_tail(40)}")
     return "\n".join(parts)
+
+
+# -- what a SIPp process saw (its -trace_msg log) -------------------------------
+
+
+@dataclass(frozen=True)
+class TracedMessage:
+    """One message of a SIPp ``-trace_msg`` log: when, which way, and its text."""
+
+    #: the log's wall-clock timestamp, in seconds since the epoch
+    at: float
+    #: "received" or "sent"
+    direction: str
+    text: str
+
+    @property
+    def start_line(self) -> str:
+        return self.text.split("\r\n", 1)[0].split("\n", 1)[0].strip()
+
+    @property
+    def method(self) -> str | None:
+        """The method of a request, None for a response."""
+        first = self.start_line
+        return None if first.startswith("SIP/2.0") else first.split(" ", 1)[0]
+
+    @property
+    def request_uri(self) -> str:
+        return self.start_line.split(" ")[1]
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (full name, any case), or None."""
+        match = re.search(rf"(?im)^{re.escape(name)}[ \t]*:[ \t]*(.*?)\r?$", self.text)
+        return match.group(1) if match else None
+
+
+_TRACE_SEPARATOR = re.compile(r"(?m)^-{10,} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?)\r?\n")
+
+
+def traced_messages(path: Path) -> list[TracedMessage]:
+    """Every message of a SIPp ``-trace_msg`` log, in the order logged."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return []
+    parts = _TRACE_SEPARATOR.split(text)
+    messages = []
+    # parts: [before, stamp, block, stamp, block, ...]
+    for stamp, block in zip(parts[1::2], parts[2::2], strict=True):
+        header, _, body = block.partition("\n\n")
+        if " received " in header:
+            direction = "received"
+        elif " sent " in header:
+            direction = "sent"
+        else:
+            continue
+        at = time.mktime(time.strptime(stamp.split(".")[0], "%Y-%m-%d %H:%M:%S"))
+        if "." in stamp:
+            at += float("0." + stamp.split(".")[1])
+        messages.append(TracedMessage(at, direction, body.strip("\n")))
+    return messages
+
+
+def received_requests(process: Sipp, method: str = "INVITE") -> list[TracedMessage]:
+    """The requests of ``method`` a SIPp process received, one per Call-ID (retransmissions left out)."""
+    seen: set[str | None] = set()
+    result = []
+    for message in traced_messages(process.messages_path):
+        if message.direction != "received" or message.method != method:
+            continue
+        call_id = message.header("Call-ID")
+        if call_id in seen:
+            continue
+        seen.add(call_id)
+        result.append(message)
+    return result
