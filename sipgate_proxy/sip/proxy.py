@@ -10,109 +10,35 @@ layer re-arms its timer.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from twisted.logger import Logger
 
 from ..routing.decisions import Forward, Redirect, Reject, RequestContext, Target
-from .context import Branch, ResponseContext, reason_header
+from .branching import BranchControl
+from .context import Branch, ResponseContext
 from .errors import SIPError
-from .headers import Via, parse_name_addr, parse_via, split_values
-from .message import Header, Message, Request, Response, cached_name_addr, make_response
-from .parser import DEFAULT_LIMITS, ParseError, ParseLimits, parse_datagram
-from .probe import ProbeUser
-from .timers import Timer
+from .forwarding import Forwarding
+from .headers import parse_name_addr, parse_via, split_values
+from .message import Message, Request, Response, cached_name_addr, make_response
+from .parser import ParseError, parse_datagram
+from .settings import ALLOW, CoreSettings, Interface, Router, bare, undeliverable, via_destination
 from .transaction import (
     MAGIC_COOKIE,
-    ClientTransaction,
     Destination,
-    TimerValues,
     TransactionLayer,
     Transmit,
 )
-from .uri import URI, parse_uri
+from .uri import URI
 from .validate import stamp_via, validate_request
 
 log = Logger(namespace="sipgate_proxy.core")
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, REFER, MESSAGE, PRACK, UPDATE, INFO, PUBLISH"
-DEFAULT_FAILOVER = frozenset({408, 500, 502, 503, 504})
 
-
-@dataclass(frozen=True, slots=True)
-class Interface:
-    """A listening socket as the core sees it."""
-
-    name: str
-    transport: str
-    host: str
-    port: int
-    advertise: str
-    advertise_port: int
-
-    @property
-    def ipv6(self) -> bool:
-        return ":" in self.host
-
-    def sent_by(self) -> str:
-        host = f"[{self.advertise}]" if ":" in self.advertise else self.advertise
-        return f"{host}:{self.advertise_port}"
-
-
-@dataclass(frozen=True, slots=True)
-class CoreSettings:
-    domains: tuple[str, ...] = ()
-    record_route: bool = True
-    server: str = "sipgate-proxy"
-    timer_c: float = 180.0
-    udp_mtu: int = 1300
-    failover: frozenset[int] = DEFAULT_FAILOVER
-    limits: ParseLimits = DEFAULT_LIMITS
-    timers: TimerValues = field(default_factory=TimerValues)
-    max_transactions: int = 200_000
-    #: recurse on 3xx: try the Contacts of a redirect (16.7 step 4)
-    follow_redirects: bool = False
-    max_redirects: int = 3
-
-
-class Router(Protocol):
-    """What the core asks where a request goes (the routing chain)."""
-
-    def route(self, request: Request, context: RequestContext) -> Any: ...
-
-
-def _bare(host: str) -> str:
-    return host[1:-1] if host.startswith("[") else host
-
-
-def _undeliverable(host: str) -> bool:
-    """Broadcast, multicast and unspecified addresses never get a response."""
-    try:
-        address = ipaddress.ip_address(_bare(host))
-    except ValueError:
-        return False
-    if address.is_multicast or address.is_unspecified:
-        return True
-    return address.version == 4 and address == ipaddress.IPv4Address("255.255.255.255")
-
-
-def via_destination(via: Via, transport: str | None = None) -> Destination:
-    """Where a response for ``via`` goes when no connection is known (18.2.2)."""
-    host = via.received or via.host
-    rport = via.rport
-    if rport:
-        port = int(rport)
-    else:
-        port = via.port or (5061 if via.transport == "TLS" else 5060)
-    return Destination(transport or via.transport.lower(), _bare(host), port)
-
-
-class ProxyCore:
+class ProxyCore(Forwarding, BranchControl):
     def __init__(
         self,
         interfaces: list[Interface],
@@ -134,7 +60,7 @@ class ProxyCore:
         self._names = {i.advertise.lower() for i in interfaces} | {i.host for i in interfaces}
         self._names.update(settings.domains)
         self._ports = {i.advertise_port for i in interfaces} | {i.port for i in interfaces}
-        self._sent_by = {(_bare(i.advertise.lower()), i.advertise_port) for i in interfaces}
+        self._sent_by = {(bare(i.advertise.lower()), i.advertise_port) for i in interfaces}
         self._sent_by_text = tuple({i.sent_by() for i in interfaces})
         self._prefix = os.urandom(4).hex()
         self._counter = 0
@@ -209,7 +135,7 @@ class ProxyCore:
                 dest = source
             else:
                 dest = via_destination(via, "udp")._replace(local=source.local)
-                if via.received is None and _bare(via.host) != source.host:
+                if via.received is None and bare(via.host) != source.host:
                     dest = dest._replace(host=source.host)
                 if via.rport is not None:
                     dest = dest._replace(port=source.port)
@@ -371,7 +297,7 @@ class ProxyCore:
     # -- route information -----------------------------------------------------
 
     def _is_ours(self, uri: URI) -> bool:
-        if _bare(uri.host) not in self._names and uri.host not in self._names:
+        if bare(uri.host) not in self._names and uri.host not in self._names:
             return False
         return uri.port is None or uri.port in self._ports
 
@@ -407,7 +333,7 @@ class ProxyCore:
         else:
             return False
         for via in request.vias:
-            if (_bare(via.host.lower()), via.port or 5060) in self._sent_by:
+            if (bare(via.host.lower()), via.port or 5060) in self._sent_by:
                 branch = via.branch or ""
                 if branch[7:15] == self._loop_hash(request):
                     return True
@@ -477,98 +403,6 @@ class ProxyCore:
         txn.start(now)
         return True
 
-    def _prepare(self, request: Request, target: Target, incoming: Destination) -> tuple[Destination, Interface]:
-        """Set R-URI, Max-Forwards, Record-Route; pick the next hop (16.6)."""
-        if target.uri != request.uri_text:
-            request.uri = parse_uri(target.uri)
-        for name, value in target.headers:
-            request.append(name.lower(), value)
-        self._decrement_max_forwards(request)
-        # strict next hop (16.6 step 6)
-        first_route = request.get("route")
-        hop_uri: URI
-        if first_route is not None:
-            route_values = request.values("route")
-            hop = cached_name_addr(route_values[0]).uri
-            if not hop.has_param("lr"):
-                request.pop_first_value("route")
-                request.append("route", f"<{request.uri_text}>")
-                request.uri = hop
-            hop_uri = hop
-        elif target.next_hop is not None:
-            hop_uri = parse_uri(target.next_hop)
-        else:
-            hop_uri = request.uri
-        dest = self._destination(hop_uri, request)
-        interface = self._interface_for(dest)
-        if self.settings.record_route and self._wants_record_route(request):
-            inbound = self._by_name.get(incoming.local or "") if incoming.local else None
-            if inbound is None or inbound is interface:
-                request.insert_first("record-route", f"<{self._rr_uri(interface, False)}>")
-            else:
-                request.insert_first("record-route", f"<{self._rr_uri(inbound, True)}>")
-                request.insert_first("record-route", f"<{self._rr_uri(interface, True)}>")
-        return dest._replace(local=interface.name), interface
-
-    def _destination(self, uri: URI, request: Request) -> Destination:
-        if uri.scheme not in ("sip", "sips"):
-            raise SIPError(416, f"Cannot route to a {uri.scheme} URI")
-        transport = uri.transport
-        if uri.scheme == "sips" or transport == "tls":
-            raise SIPError(503, "Service Unavailable (no TLS transport for a sips or TLS hop)")
-        if transport is None:
-            transport = "udp"
-            size = len(request.body) + sum(len(raw) + 2 for _, _, raw in request.headers) + 200
-            if size > self.settings.udp_mtu and any(i.transport == "tcp" for i in self.interfaces):
-                # RFC 3261 18.1.1: too large for UDP, go congestion controlled
-                transport = "tcp"
-        elif transport not in ("udp", "tcp"):
-            raise SIPError(503, f"Service Unavailable (transport {transport} not supported)")
-        host = uri.param("maddr") or uri.host
-        if not host:
-            raise SIPError(400, "Next hop has no host")
-        port = uri.port or 5060
-        return Destination(transport, _bare(host), port)
-
-    def _interface_for(self, dest: Destination) -> Interface:
-        ipv6 = ":" in dest.host
-        fallback = None
-        for interface in self.interfaces:
-            if interface.transport == dest.transport:
-                if interface.ipv6 == ipv6:
-                    return interface
-                fallback = fallback or interface
-        if fallback is None:
-            raise SIPError(503, f"Service Unavailable (no {dest.transport} listener)")
-        return fallback
-
-    def _rr_uri(self, interface: Interface, double: bool) -> str:
-        params = ";lr"
-        if interface.transport != "udp":
-            params = f";transport={interface.transport}{params}"
-        if double:
-            params += ";r2=on"
-        return f"sip:{interface.sent_by()}{params}"
-
-    @staticmethod
-    def _wants_record_route(request: Request) -> bool:
-        return request.method not in ("REGISTER", "CANCEL", "ACK") and request.to_tag is None
-
-    @staticmethod
-    def _decrement_max_forwards(request: Request) -> None:
-        headers = request.headers
-        for index, (name, value, _) in enumerate(headers):
-            if name == "max-forwards":
-                left = max(int(value) - 1, 0)
-                headers[index] = ("max-forwards", str(left), f"Max-Forwards: {left}")
-                return
-        request.append("max-forwards", "70")
-
-    def _response_destination(self, request: Request, source: Destination) -> Destination:
-        if source.reliable:
-            return source
-        return via_destination(request.top_via, "udp")._replace(local=source.local)
-
     def _forward_ack(self, request: Request, source: Destination, now: float) -> None:
         """ACK for a 2xx: forward by its route set, without a transaction."""
         try:
@@ -591,7 +425,7 @@ class ProxyCore:
 
     def _response(self, response: Response, now: float) -> None:
         top = response.top_via
-        if (_bare(top.host.lower()), top.port or 5060) not in self._sent_by:
+        if (bare(top.host.lower()), top.port or 5060) not in self._sent_by:
             if self.info_enabled:
                 log.info("dropped response not sent to us: {status}", status=response.status)
             return
@@ -605,7 +439,7 @@ class ProxyCore:
             if upstream is None:
                 return
             dest = via_destination(upstream)
-            if _undeliverable(dest.host):
+            if undeliverable(dest.host):
                 log.info("dropped response to undeliverable address {host}", host=dest.host)
                 return
             out = response.copy()
@@ -619,62 +453,6 @@ class ProxyCore:
             return dest
 
     # ClientUser
-
-    def on_response(self, txn: ClientTransaction, response: Response, now: float) -> None:
-        branch = txn.user_data
-        if not isinstance(branch, Branch):
-            return  # the answer to a CANCEL we sent
-        branch.context.branch_response(branch, response, now)
-
-    def on_timeout(self, txn: ClientTransaction, now: float) -> None:
-        branch = txn.user_data
-        if isinstance(branch, Branch):
-            branch.context.branch_failed(branch, 408, "Request Timeout", now)
-
-    def on_transport_error(self, txn: ClientTransaction, now: float) -> None:
-        branch = txn.user_data
-        if isinstance(branch, Branch):
-            branch.context.branch_failed(branch, 503, "Service Unavailable (transport error)", now)
-
-    def on_retransmit(self, txn: ClientTransaction, now: float) -> None:
-        """Timer A fired: an INVITE branch has not answered at all yet."""
-        branch = txn.user_data
-        if not isinstance(branch, Branch) or branch.responded or branch.done:
-            return
-        branch.notify("suspect", 0, now)
-        context = branch.context
-        if context.fail_silent:
-            # a healthy destination answers 100 within milliseconds: move on
-            # now rather than after Timer B; should it answer after all, a
-            # provisional response gets a CANCEL and a 2xx still goes upstream
-            txn.stop_retransmissions()
-            context.branch_failed(branch, 408, "Request Timeout (destination silent)", now)
-            branch.cancel_wanted = True
-
-    def follow_redirect(self, context: ResponseContext, branch: Branch, response: Response, now: float) -> bool:
-        """Recurse on a 3xx (16.7 step 4): its Contacts become the next targets."""
-        if not self.settings.follow_redirects or context.cancelled or context.final_sent:
-            return False
-        if context.redirects >= self.settings.max_redirects:
-            return False
-        try:
-            contacts = response.name_addrs("contact")
-        except SIPError:
-            return False
-        ranked = sorted(
-            (c for c in contacts if c.uri.scheme in ("sip", "sips")),
-            key=lambda c: -float(c.param("q") or "1"),
-        )
-        if not ranked:
-            return False
-        context.redirects += 1
-        context.redirect_mode = True
-        targets = [Target(str(c.uri)) for c in ranked]
-        context.consider(response)
-        context.pending_targets[:0] = targets[1:]
-        if not self.start_branch(context, targets[0], now):
-            context.serial_step(response.status, now)
-        return True
 
     def forward_response(self, context: ResponseContext, response: Response, now: float, ours: bool = True) -> None:
         """Send a response upstream through the server transaction.
@@ -696,101 +474,6 @@ class ProxyCore:
                 now,
                 context.decision or context.decided_by,
             )
-
-    def send_cancel(self, branch: Branch, now: float) -> None:
-        txn = branch.txn
-        if txn is None or branch.cancelled:
-            return
-        branch.cancelled = True
-        request = branch.request
-        headers: list[Header] = []
-        for entry in request.headers:
-            name = entry[0]
-            if name == "via":
-                if not any(h[0] == "via" for h in headers):
-                    top = str(request.vias[0])
-                    headers.append(("via", top, f"Via: {top}"))
-            elif name in ("from", "to", "call-id", "route"):
-                headers.append(entry)
-        seq = request.cseq[0]
-        headers.append(("cseq", f"{seq} CANCEL", f"CSeq: {seq} CANCEL"))
-        headers.append(("max-forwards", "70", "Max-Forwards: 70"))
-        reason = reason_header("200" if branch.context.final_sent else "")
-        if reason is not None:
-            headers.append(("reason", reason[1], f"{reason[0]}: {reason[1]}"))
-        cancel = Request("CANCEL", request.uri_text, headers)
-        cancel_txn = self.layer.new_client(cancel, request.vias[0].branch or "", txn.destination, self)
-        cancel_txn.start(now)
-
-    # -- requests of our own (IRequestSender) ----------------------------------
-
-    def send_options(self, uri: str, on_result: Callable[[int], None], timeout: float | None = None) -> None:
-        """Send an OPTIONS probe to ``uri``; ``on_result(status)`` once (408: no answer, 503: transport)."""
-        now = self.clock()
-        user = ProbeUser(on_result)
-        try:
-            target = parse_uri(uri)
-            request = Request("OPTIONS", str(target), [])
-            dest = self._destination(target, request)
-            interface = self._interface_for(dest)
-        except SIPError:
-            on_result(503)
-            return
-        branch = f"{MAGIC_COOKIE}{self._prefix}p{self._tag()}"
-        call_id = f"{self._tag()}@{interface.advertise}"
-        lines = (
-            ("via", f"SIP/2.0/{dest.transport.upper()} {interface.sent_by()};branch={branch}"),
-            ("max-forwards", "70"),
-            ("from", f"<sip:{self.settings.server}@{interface.sent_by()}>;tag={self._tag()}"),
-            ("to", f"<{target}>"),
-            ("call-id", call_id),
-            ("cseq", "1 OPTIONS"),
-        )
-        for key, value in lines:
-            request.append(key, value)
-        txn = self.layer.new_client(request, branch, dest._replace(local=interface.name), user)
-        if timeout is not None:
-            user.timer = self.layer.heap.arm(now + timeout, user.expire)
-        txn.start(now)
-        self._wakeup()
-
-    # -- Timer C ---------------------------------------------------------------
-
-    def _fire_timer_c(self, branch: Branch, now: float) -> None:
-        branch.timer_c = None
-        if branch.done:
-            return
-        if branch.provisional:
-            branch.cancel_wanted = True
-            self.send_cancel(branch, now)
-            # the 487 ends the branch; should it never come, stop waiting
-            self._arm_cancel_guard(branch, now)
-        else:
-            branch.context.branch_failed(branch, 408, "Request Timeout", now)
-            if branch.txn is not None:
-                branch.txn.expire_in(now, 0.0)
-
-    def _arm_cancel_guard(self, branch: Branch, now: float) -> None:
-        """After our CANCEL, wait 64*T1 for the 487, then end the branch (16.10)."""
-        if branch.txn is not None:
-            branch.txn.expire_in(now, 64 * self.settings.timers.t1)
-
-    def _arm_timer_c(self, branch: Branch, now: float) -> Timer:
-        def fire(t: float) -> None:
-            self._fire_timer_c(branch, t)
-
-        return self.layer.heap.arm(now + self.settings.timer_c, fire)
-
-    def restart_timer_c(self, branch: Branch, now: float) -> None:
-        timer: Timer | None = branch.timer_c
-        if timer is not None:
-            timer.cancel()
-            branch.timer_c = self._arm_timer_c(branch, now)
-
-    def stop_timer_c(self, branch: Branch) -> None:
-        if branch.timer_c is not None:
-            branch.timer_c.cancel()
-            branch.timer_c = None
 
     # -- logging ---------------------------------------------------------------
 

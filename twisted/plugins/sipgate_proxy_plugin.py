@@ -7,6 +7,7 @@ This directory is a Twisted plugin drop-in directory: it must never get an
 from twisted.application.service import ServiceMaker
 
 from sipgate_proxy.routing.dialplan import DialplanRouterFactory
+from sipgate_proxy.routing.dispatcher import DispatcherRouterFactory
 from sipgate_proxy.routing.lcr import LcrRouterFactory
 from sipgate_proxy.routing.static import StaticRouterFactory
 
@@ -20,3 +21,4 @@ sipgate_proxy = ServiceMaker(
 static_router = StaticRouterFactory()
 dialplan_router = DialplanRouterFactory()
 lcr_router = LcrRouterFactory()
+dispatcher_router = DispatcherRouterFactory()
