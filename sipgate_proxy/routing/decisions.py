@@ -39,6 +39,9 @@ class Forward:
     #: give up on an INVITE branch that has not answered at all by its first
     #: retransmission (Timer A) and move on: a silent destination is dead
     fail_silent: bool = False
+    #: with fail_silent: how long (seconds) to wait for any answer, 100 Trying
+    #: included, before moving on; None waits for Timer A (T1)
+    silent_after: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

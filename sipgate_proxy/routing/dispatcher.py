@@ -95,7 +95,7 @@ _TOP_KEYS = frozenset({"sets", "probing", "passive"})
 _SET_KEYS = frozenset({"id", "algorithm", "destinations", "match", "failover", "max_targets"})
 _DST_KEYS = frozenset({"uri", "weight", "priority", "attrs", "disabled"})
 _PROBE_KEYS = frozenset({"enabled", "interval", "timeout", "down_after", "up_after", "alive_codes", "mode"})
-_PASSIVE_KEYS = frozenset({"enabled", "suspect", "fail_silent"})
+_PASSIVE_KEYS = frozenset({"enabled", "suspect", "fail_silent", "silent_after"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +122,9 @@ class PassiveSettings:
     enabled: bool = True
     suspect: bool = True
     fail_silent: bool = True
+    #: seconds without any answer (100 Trying included) before an INVITE moves
+    #: on to the next destination; 0 waits for the first retransmission (T1)
+    silent_after: float = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +229,7 @@ class DispatcherRouter:
             attrs=attrs,
             failover=state.config.failover,
             fail_silent=self.passive.fail_silent,
+            silent_after=self.passive.silent_after or None,
         )
 
     def _order(self, state: _SetState, request: Request) -> list[int]:
@@ -512,6 +516,7 @@ def _passive(value: Any) -> PassiveSettings:
         enabled=_boolean(table, "enabled", key, True),
         suspect=_boolean(table, "suspect", key, True),
         fail_silent=_boolean(table, "fail_silent", key, True),
+        silent_after=_seconds(table, "silent_after", key, 0.2, 0.0, 60.0),
     )
 
 

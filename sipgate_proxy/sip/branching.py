@@ -64,14 +64,27 @@ class BranchControl:
         if not isinstance(branch, Branch) or branch.responded or branch.done:
             return
         branch.notify("suspect", 0, now)
-        context = branch.context
-        if context.fail_silent:
-            # a healthy destination answers 100 within milliseconds: move on
-            # now rather than after Timer B; should it answer after all, a
-            # provisional response gets a CANCEL and a 2xx still goes upstream
-            txn.stop_retransmissions()
-            context.branch_failed(branch, 408, "Request Timeout (destination silent)", now)
-            branch.cancel_wanted = True
+        if branch.context.fail_silent and branch.context.silent_after is None:
+            self._abandon_silent(branch, now)
+
+    def _arm_silence(self, branch: Branch, deadline: float) -> Timer:
+        def fire(now: float) -> None:
+            branch.silence_timer = None
+            if branch.responded or branch.done:
+                return
+            branch.notify("suspect", 0, now)
+            self._abandon_silent(branch, now)
+
+        return self.layer.heap.arm(deadline, fire)
+
+    def _abandon_silent(self, branch: Branch, now: float) -> None:
+        """A healthy destination answers 100 within milliseconds: move on now
+        rather than after Timer B. Should it answer after all, a provisional
+        response gets a CANCEL and a 2xx still goes upstream."""
+        if branch.txn is not None:
+            branch.txn.stop_retransmissions()
+        branch.context.branch_failed(branch, 408, "Request Timeout (destination silent)", now)
+        branch.cancel_wanted = True
 
     def follow_redirect(self, context: ResponseContext, branch: Branch, response: Response, now: float) -> bool:
         """Recurse on a 3xx (16.7 step 4): its Contacts become the next targets."""

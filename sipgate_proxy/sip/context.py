@@ -52,6 +52,7 @@ class Branch:
         "provisional",
         "request",
         "responded",
+        "silence_timer",
         "target",
         "timer_c",
         "txn",
@@ -69,6 +70,8 @@ class Branch:
         self.timer_c: Timer | None = None
         #: any response at all (100 included) came: the destination lives
         self.responded = False
+        #: armed for Forward.silent_after; cancelled by the first response
+        self.silence_timer: Timer | None = None
 
     @property
     def done(self) -> bool:
@@ -108,6 +111,7 @@ class ResponseContext:
         "request",
         "serial",
         "server",
+        "silent_after",
         "started",
         "starting",
     )
@@ -139,6 +143,7 @@ class ResponseContext:
         self.starting = False
         #: give up on INVITE branches silent at Timer A (Forward.fail_silent)
         self.fail_silent = False
+        self.silent_after: float | None = None
         #: 3xx responses followed so far; while following, any failure moves on
         self.redirects = 0
         self.redirect_mode = False
@@ -159,6 +164,9 @@ class ResponseContext:
         core = self.core
         if not branch.responded:
             branch.responded = True
+            if branch.silence_timer is not None:
+                branch.silence_timer.cancel()
+                branch.silence_timer = None
             branch.notify("response", status, now)
         if status < 200:
             branch.provisional = True

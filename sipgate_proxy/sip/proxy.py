@@ -362,6 +362,7 @@ class ProxyCore(Forwarding, BranchControl):
         context.serial = decision.mode == "serial"
         context.failover = self.settings.failover if decision.failover is None else decision.failover
         context.fail_silent = decision.fail_silent
+        context.silent_after = decision.silent_after
         if context.serial:
             context.pending_targets = targets[1:]
             targets = targets[:1]
@@ -398,6 +399,8 @@ class ProxyCore(Forwarding, BranchControl):
         branch.txn = txn
         if request.method == "INVITE":
             branch.timer_c = self._arm_timer_c(branch, now)
+            if context.fail_silent and context.silent_after is not None:
+                branch.silence_timer = self._arm_silence(branch, now + context.silent_after)
         if self.debug_enabled:
             log.debug("send {dest}\n{text}", dest=dest, text=request.header_text())
         txn.start(now)

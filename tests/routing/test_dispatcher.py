@@ -863,3 +863,16 @@ def test_defaults() -> None:
     assert (probing.enabled, probing.interval, probing.timeout) == (True, 10.0, 2.0)
     assert (probing.down_after, probing.up_after, probing.alive_codes, probing.mode) == (2, 1, None, "always")
     assert (config.passive.enabled, config.passive.suspect, config.passive.fail_silent) == (True, True, True)
+
+
+def test_silent_after_reaches_the_forward_and_is_validated() -> None:
+    """passive.silent_after (default 0.2 s, 0 = wait for Timer A) is passed on; a bad value names its key."""
+    from sipgate_proxy.config import ConfigError
+    from sipgate_proxy.routing.dispatcher import parse_dispatcher_config
+
+    sets = [{"id": 1, "destinations": [{"uri": "sip:192.0.2.1:5060"}]}]
+    assert parse_dispatcher_config({"sets": sets}).passive.silent_after == 0.2
+    assert parse_dispatcher_config({"sets": sets, "passive": {"silent_after": 0}}).passive.silent_after == 0.0
+    with pytest.raises(ConfigError) as error:
+        parse_dispatcher_config({"sets": sets, "passive": {"silent_after": -1}})
+    assert error.value.key == "routing.dispatcher.passive.silent_after"

@@ -737,3 +737,28 @@ def test_log_line_names_the_decision_and_router() -> None:
         globalLogPublisher.removeObserver(observe)
     txn = [line for line in lines if line.startswith("txn ")]
     assert txn and "status=200" in txn[-1] and "decision=lcr:forward/serial/2" in txn[-1]
+
+
+def test_silent_after_moves_on_before_timer_a() -> None:
+    """With silent_after, a branch without any answer is abandoned after that time, not at Timer A."""
+    seen = Observer()
+    targets = (Target("sip:b@127.0.0.1:5070", observer=seen, label="a"), Target("sip:c@127.0.0.1:5071"))
+    h = Harness(Forward(targets, mode="serial", fail_silent=True, silent_after=0.2))
+    h.receive(invite())
+    h.take()
+    h.advance(0.15)
+    assert h.requests() == []
+    h.advance(0.1)
+    assert [dest.port for _, dest in h.requests()] == [5071]
+    assert seen.events[0] == ("a", "suspect", 0)
+
+
+def test_silent_after_is_disarmed_by_a_100_trying() -> None:
+    """A destination that answers 100 Trying in time keeps the call however long it rings."""
+    targets = (Target("sip:b@127.0.0.1:5070"), Target("sip:c@127.0.0.1:5071"))
+    h = Harness(Forward(targets, mode="serial", fail_silent=True, silent_after=0.2))
+    h.receive(invite())
+    ((first, _),) = h.requests()
+    h.receive(answer(first, 100))
+    h.advance(5.0)
+    assert h.requests() == []
