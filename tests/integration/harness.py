@@ -917,3 +917,26 @@ def received_requests(process: Sipp, method: str = "INVITE") -> list[TracedMessa
         seen.add(call_id)
         result.append(message)
     return result
+
+
+#: the start of an event in a SIPp -trace_err file (events do not always end a line)
+_SIPP_ERROR_EVENT = re.compile(r"\d{4}-\d\d-\d\d\t\d\d:\d\d:\d\d\.\d+\t[0-9.]+: ")
+_SIPP_ERROR_CALL_ID = re.compile(r"(?i)call-id[:= ]+'?([^\s,']+?)'?[\s,]")
+
+
+def aborted_call_ids(process: Sipp) -> set[str]:
+    """Call-IDs of the calls a SIPp process aborted (receive timeout, unexpected message), from its error log.
+
+    A call SIPp aborts may still see responses afterwards (to the BYE or
+    CANCEL it sends on abort), so its message log alone can make it look whole.
+    """
+    try:
+        text = process.errors_path.read_text(errors="replace")
+    except OSError:
+        return set()
+    found = set()
+    for event in _SIPP_ERROR_EVENT.split(text):
+        match = _SIPP_ERROR_CALL_ID.search(event)
+        if match is not None and "abort" in event.lower():
+            found.add(match.group(1))
+    return found
