@@ -125,7 +125,8 @@ def test_round_robin_gives_each_callee_the_same_share(
     result = uac.wait()
     assert (result.returncode, result.successful, result.failed) == (0, 90, 0), explain(proxy, result)
 
-    assert invites_at(callees, 90) == [30, 30, 30], explain(proxy, result)
+    changes = [line for line in proxy.log_text().splitlines() if "sipgate_proxy.dispatcher#" in line]
+    assert invites_at(callees, 90) == [30, 30, 30], "\n".join(["health changes:", *changes, explain(proxy, result)])
     for process in callees:
         assert received_requests(process, "OPTIONS"), f"{process.name} was never probed\n" + explain(proxy)
     ours = call_ids_of(uac)
