@@ -86,6 +86,7 @@ class ProxyService(Service):
             max_connections=limits.max_connections,
         )
         self._timer: DelayedCall | None = None
+        self._udp_ports: list[Any] = []
         self._resolved: dict[str, str] = dict(config.dns.hosts)
 
     # -- start and stop ----------------------------------------------------
@@ -103,6 +104,8 @@ class ProxyService(Service):
                     protocol = SIPDatagramProtocol(name, self._deliver_datagram)
                     port = reactor.listenUDP(listener.port, protocol, interface=listener.address, maxPacketSize=65535)
                     self.udp[name] = protocol
+                    if hasattr(port, "doRead"):
+                        self._udp_ports.append(port)
                     _grow_buffers(port, self.config.limits.udp_buffer)
                 else:
                     factory = self.connections.inbound_factory(name)
@@ -269,6 +272,16 @@ class ProxyService(Service):
         core = self.core
         if core is None:
             return
+        # The reactor runs due timers before it looks at the sockets. After a
+        # stall (a long garbage collection, a busy router) the answers that
+        # would cancel these timers may already wait in the UDP buffers:
+        # read them first, so that no healthy branch is retransmitted to or
+        # given up as silent because of our own delay.
+        for port in self._udp_ports:
+            try:
+                port.doRead()
+            except Exception:
+                log.failure("reading a UDP socket before timers failed")
         core.handle_timers(self.reactor.seconds())
         self._rearm()
 

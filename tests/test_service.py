@@ -271,6 +271,23 @@ def test_unanswered_invite_is_retransmitted_after_t1_and_times_out_with_408() ->
     assert 408 in run.statuses(written)
 
 
+def test_waiting_datagrams_are_read_before_timers_fire() -> None:
+    """After a stall, an answer already in the UDP buffer stops Timer A before it would retransmit."""
+    run = Running()
+    run.receive(invite())
+    ((forwarded, _),) = run.requests(run.take())
+    waiting = [answer(forwarded, 100, "Trying")]
+
+    class Port:
+        def doRead(self) -> None:
+            while waiting:
+                run.receive(waiting.pop(), CALLEE)
+
+    run.service._udp_ports.append(Port())
+    run.reactor.advance(T1 + 0.2)  # the reactor was busy past Timer A
+    assert run.requests(run.take()) == []  # the 100 was read first: no retransmission
+
+
 # -- names -----------------------------------------------------------------------
 
 
