@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
-from .message import Header, Request, Response, make_response, pretty_name
+from .message import RELEASED, Header, Request, Response, make_response, pretty_name
 from .timers import Timer
 from .transaction import ClientTransaction, ServerTransaction
 
@@ -103,6 +103,7 @@ class ResponseContext:
         "failover",
         "final_sent",
         "finished",
+        "invite",
         "logged",
         "on_done",
         "pending_targets",
@@ -126,6 +127,7 @@ class ResponseContext:
         self.core = core
         self.server = server
         self.request = request
+        self.invite = request.method == "INVITE"
         self.branches: list[Branch] = []
         self.pending_targets: list[Target] = []
         self.serial = False
@@ -150,9 +152,24 @@ class ResponseContext:
         #: what was decided, for the log line ("static:forward/serial/2")
         self.decision = ""
 
-    @property
-    def invite(self) -> bool:
-        return self.request.method == "INVITE"
+    def release(self) -> None:
+        """Drop the messages a finished context no longer needs.
+
+        The transactions linger (32 s for an accepted INVITE) to absorb
+        retransmissions; holding whole requests that long made the garbage
+        collector walk them again and again. Kept: what a late 2xx needs to
+        go upstream, and the request of a branch that may still have to be
+        cancelled.
+        """
+        for branch in self.branches:
+            if branch.cancel_wanted and not branch.cancelled:
+                continue
+            branch.request = RELEASED
+            if branch.txn is not None:
+                branch.txn.request = RELEASED
+        self.server.request = RELEASED
+        self.request = RELEASED
+        self.best = None
 
     def active_branches(self) -> list[Branch]:
         return [b for b in self.branches if not b.done]
@@ -261,6 +278,7 @@ class ResponseContext:
             status = self.best.status
         if self.on_done is not None:
             self.on_done(self, status)
+        self.release()
 
     def _finalise(self, best: Response) -> Response:
         status = best.status

@@ -474,3 +474,8 @@ def make_response(
         key = name.lower()
         headers.append((key, value, f"{name}: {value}"))
     return Response(status, reason or REASONS.get(status, "Unknown"), headers)
+
+
+#: stands in for a request a finished transaction no longer needs, so that
+#: lingering transactions (Timers J, K, L, M) keep no message alive
+RELEASED = Request("RELEASED", "sip:released.invalid", [])

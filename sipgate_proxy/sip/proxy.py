@@ -266,6 +266,7 @@ class ProxyCore(Forwarding, BranchControl):
         self._log_txn(
             context.request, status, len(context.branches), context.started, now, context.decision or context.decided_by
         )
+        context.release()
 
     def _answer_self(self, context: ResponseContext, now: float) -> None:
         request = context.request
