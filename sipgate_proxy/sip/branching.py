@@ -80,7 +80,34 @@ class BranchControl:
     def _abandon_silent(self, branch: Branch, now: float) -> None:
         """A healthy destination answers 100 within milliseconds: move on now
         rather than after Timer B. Should it answer after all, a provisional
-        response gets a CANCEL and a 2xx still goes upstream."""
+        response gets a CANCEL and a 2xx still goes upstream.
+
+        The other INVITEs waiting on the same destination with no answer yet
+        (sent after this one) are silent for the same reason: they move on
+        at once instead of each waiting out its own silence timer.
+        """
+        txn = branch.txn
+        self._give_up(branch, now)
+        if txn is None:
+            return
+        where = txn.destination[:3]
+        for other in list(self.layer.client.values()):
+            peer = other.user_data
+            if (
+                isinstance(peer, Branch)
+                and peer is not branch
+                and other.invite
+                and not peer.responded
+                and not peer.done
+                and peer.context.fail_silent
+                and other.destination[:3] == where
+            ):
+                self._give_up(peer, now)
+
+    def _give_up(self, branch: Branch, now: float) -> None:
+        if branch.silence_timer is not None:
+            branch.silence_timer.cancel()
+            branch.silence_timer = None
         if branch.txn is not None:
             branch.txn.stop_retransmissions()
         branch.context.branch_failed(branch, 408, "Request Timeout (destination silent)", now)

@@ -762,3 +762,16 @@ def test_silent_after_is_disarmed_by_a_100_trying() -> None:
     h.receive(answer(first, 100))
     h.advance(5.0)
     assert h.requests() == []
+
+
+def test_one_silent_branch_moves_the_others_waiting_on_that_destination() -> None:
+    """When one INVITE to a destination goes silent, later INVITEs still waiting on it move on at once."""
+    targets = (Target("sip:b@127.0.0.1:5070"), Target("sip:c@127.0.0.1:5071"))
+    h = Harness(Forward(targets, mode="serial", fail_silent=True, silent_after=0.2))
+    h.receive(invite(call_id="first", branch="z9hG4bKone"))
+    h.advance(0.1)
+    h.receive(invite(call_id="second", branch="z9hG4bKtwo"))
+    h.take()
+    h.advance(0.11)  # the first call's silence timer fires; the second has waited only 0.1 s
+    moved = [(r.call_id, dest.port) for r, dest in h.requests()]
+    assert sorted(moved) == [("first", 5071), ("second", 5071)]
