@@ -48,10 +48,10 @@ class TimerHeap:
 
     def _cancelled_one(self) -> None:
         # long timers (Timer C, B) are mostly cancelled long before they are
-        # due; rebuild the heap when dead entries are the majority, so memory
+        # due; rebuild the heap when dead entries pass a quarter of it, so memory
         # follows the live timers, not the call rate times the longest timer
         self._cancelled += 1
-        if self._cancelled > 1024 and self._cancelled * 2 > len(self._heap):
+        if self._cancelled > 1024 and self._cancelled * 4 > len(self._heap):
             self._heap = [timer for timer in self._heap if timer.active]
             heapq.heapify(self._heap)
             self._cancelled = 0
