@@ -23,6 +23,9 @@ class Target:
     observer: Any = field(default=None, compare=False)
     #: a name for logs and observers (a gateway or destination id)
     label: str | None = None
+    #: with Forward(mode="grouped"): targets of one group ring in parallel,
+    #: groups are tried in ascending order (registered contacts by q-value)
+    group: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +33,7 @@ class Forward:
     """Send the request to ``targets``: all at once, or one after another."""
 
     targets: tuple[Target, ...]
-    mode: Literal["parallel", "serial"] = "parallel"
+    mode: Literal["parallel", "serial", "grouped"] = "parallel"
     #: attributes for the log line and later routers (dial plan results ...)
     attrs: dict[str, str] = field(default_factory=dict)
     #: final statuses that move a serial request to its next target; None:

@@ -103,6 +103,7 @@ class ResponseContext:
         "failover",
         "final_sent",
         "finished",
+        "grouped",
         "invite",
         "logged",
         "on_done",
@@ -131,6 +132,9 @@ class ResponseContext:
         self.branches: list[Branch] = []
         self.pending_targets: list[Target] = []
         self.serial = False
+        #: targets come in groups: a group rings in parallel, the next group
+        #: starts when every branch of the current one failed (not with 6xx)
+        self.grouped = False
         self.failover: frozenset[int] = frozenset()
         self.best: Response | None = None
         self.auth_headers: list[Header] = []
@@ -249,6 +253,9 @@ class ResponseContext:
         """After a failed branch: try the next target, or stop trying."""
         if not self.pending_targets:
             return
+        if self.grouped:
+            self._group_step(status, now)
+            return
         moves_on = status in self.failover or (self.redirect_mode and 300 <= status < 600)
         if not moves_on or self.cancelled or self.final_sent:
             self.pending_targets.clear()
@@ -257,6 +264,20 @@ class ResponseContext:
             target = self.pending_targets.pop(0)
             if self.core.start_branch(self, target, now):
                 return
+
+    def _group_step(self, status: int, now: float) -> None:
+        if status >= 600 or self.cancelled or self.final_sent:
+            self.pending_targets.clear()
+            return
+        if any(not branch.done for branch in self.branches):
+            return  # the rest of this group is still ringing
+        group = self.pending_targets[0].group
+        starting = [t for t in self.pending_targets if t.group == group]
+        self.pending_targets = [t for t in self.pending_targets if t.group != group]
+        self.starting = True
+        for target in starting:
+            self.core.start_branch(self, target, now)
+        self.starting = False
 
     def check_done(self, now: float) -> None:
         if self.finished or self.starting:

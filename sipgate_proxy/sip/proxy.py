@@ -360,11 +360,17 @@ class ProxyCore(Forwarding, BranchControl):
         context.decision = f"{decided_by}:forward/{decision.mode}/{len(targets)}"
         if not targets:
             return self.reply(context, 480, "Temporarily Unavailable (no targets)", now)
-        context.serial = decision.mode == "serial"
+        context.serial = decision.mode != "parallel"
         context.failover = self.settings.failover if decision.failover is None else decision.failover
         context.fail_silent = decision.fail_silent
         context.silent_after = decision.silent_after
-        if context.serial:
+        if decision.mode == "grouped":
+            context.grouped = True
+            targets.sort(key=lambda target: target.group)
+            first = targets[0].group
+            context.pending_targets = [t for t in targets if t.group != first]
+            targets = [t for t in targets if t.group == first]
+        elif context.serial:
             context.pending_targets = targets[1:]
             targets = targets[:1]
         context.starting = True

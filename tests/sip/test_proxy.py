@@ -775,3 +775,34 @@ def test_one_silent_branch_moves_the_others_waiting_on_that_destination() -> Non
     h.advance(0.11)  # the first call's silence timer fires; the second has waited only 0.1 s
     moved = [(r.call_id, dest.port) for r, dest in h.requests()]
     assert sorted(moved) == [("first", 5071), ("second", 5071)]
+
+
+def test_grouped_targets_ring_group_by_group() -> None:
+    """Grouped mode: the first group rings in parallel; the next starts only when all of it failed."""
+    targets = (
+        Target("sip:a@127.0.0.1:5070", group=0),
+        Target("sip:b@127.0.0.1:5071", group=0),
+        Target("sip:c@127.0.0.1:5072", group=1),
+    )
+    h = Harness(Forward(targets, mode="grouped"))
+    h.receive(invite())
+    (a, _), (b, _) = h.requests()
+    h.receive(answer(a, 486))
+    assert [r.method for r, _ in h.requests()] == ["ACK"]  # b still rings: nothing new starts
+    h.receive(answer(b, 480))
+    ((c, dest),) = [(r, d) for r, d in h.requests() if r.method == "INVITE"]
+    assert dest.port == 5072
+    h.receive(answer(c, 200))
+    assert 200 in statuses(h.take())
+
+
+def test_grouped_targets_stop_at_6xx() -> None:
+    """A 6xx in a group ends the search: later groups never ring."""
+    targets = (Target("sip:a@127.0.0.1:5070", group=0), Target("sip:c@127.0.0.1:5072", group=1))
+    h = Harness(Forward(targets, mode="grouped"))
+    h.receive(invite(method="MESSAGE"))
+    ((a, _),) = h.requests()
+    h.receive(answer(a, 603))
+    sent = h.take()
+    assert statuses(sent) == [603]
+    assert not [d for d, _ in sent if d.startswith(b"MESSAGE")]
