@@ -63,7 +63,17 @@ class Reject:
     reason: str
 
 
-Decision = Forward | Redirect | Reject
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """Answer the request here with ``status`` (a 2xx too) and these headers:
+    what a registrar or a challenge (401/407 with WWW-Authenticate) needs."""
+
+    status: int
+    reason: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+Decision = Forward | Redirect | Reject | Answer
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from ..routing.decisions import Forward, Redirect, Reject, RequestContext, Target
+from ..routing.decisions import Answer, Forward, Redirect, Reject, RequestContext, Target
 from .branching import BranchControl
 from .context import Branch, ResponseContext
 from .errors import SIPError
@@ -240,6 +240,9 @@ class ProxyCore(Forwarding, BranchControl):
         elif isinstance(decision, Reject):
             context.decision = f"{context.decided_by}:reject"
             self.reply(context, decision.status, decision.reason, now)
+        elif isinstance(decision, Answer):
+            context.decision = f"{context.decided_by}:answer"
+            self.reply(context, decision.status, decision.reason, now, decision.headers)
         elif isinstance(decision, Redirect):
             context.decision = f"{context.decided_by}:redirect"
             contacts = ", ".join(f"<{c}>" for c in decision.contacts)

@@ -806,3 +806,18 @@ def test_grouped_targets_stop_at_6xx() -> None:
     sent = h.take()
     assert statuses(sent) == [603]
     assert not [d for d, _ in sent if d.startswith(b"MESSAGE")]
+
+
+def test_answer_decision_replies_with_its_status_and_headers() -> None:
+    """An Answer (a registrar's 200, a 401 challenge) is sent as given, with a To tag."""
+    from sipgate_proxy.routing.decisions import Answer
+
+    h = Harness(
+        Answer(200, "OK", (("Contact", "<sip:a@192.0.2.1>;expires=60"), ("Date", "Sun, 22 Nov 2026 02:00:00 GMT")))
+    )
+    h.receive(invite(method="REGISTER"))
+    ((data, _),) = h.take()
+    assert data.startswith(b"SIP/2.0 200 OK\r\n")
+    assert b"\r\nContact: <sip:a@192.0.2.1>;expires=60\r\n" in data
+    assert b"\r\nDate: Sun, 22 Nov 2026 02:00:00 GMT\r\n" in data
+    assert b";tag=" in data.split(b"\r\nTo: ")[1].split(b"\r\n")[0]
