@@ -166,10 +166,6 @@ def _user(item: Any, key: str) -> tuple[UserCredentials, bool]:
         raise ConfigError(f"{key}.{unknown[0]}", f"unknown key; expected one of {', '.join(sorted(_ALLOWED_KEYS))}")
     username = _text(item, key, "username")
     realm = _text(item, key, "realm")
-    if ":" in username:
-        raise ConfigError(f"{key}.username", "must not contain ':' (it separates the HA1 input)")
-    if ":" in realm:
-        raise ConfigError(f"{key}.realm", "must not contain ':' (it separates the HA1 input)")
     password = item.get("password")
     if password is not None and not isinstance(password, str):
         raise ConfigError(f"{key}.password", f"expected a string, got {type(password).__name__}")
@@ -183,13 +179,11 @@ def _user(item: Any, key: str) -> tuple[UserCredentials, bool]:
         ha1[algorithm] = value.lower()
     if not ha1 and password is None:
         raise ConfigError(key, "needs ha1_md5, ha1_sha256 or password")
-    plaintext = False
     if password is not None:
         for algorithm in _HA1_KEYS:
             if algorithm not in ha1:
                 ha1[algorithm] = compute_ha1(username, realm, password, algorithm)
-                plaintext = True
-    return UserCredentials(username, realm, ha1), plaintext
+    return UserCredentials(username, realm, ha1), password is not None
 
 
 def _text(item: Mapping[str, Any], key: str, name: str) -> str:
