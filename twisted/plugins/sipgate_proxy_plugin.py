@@ -6,6 +6,7 @@ This directory is a Twisted plugin drop-in directory: it must never get an
 
 from twisted.application.service import ServiceMaker
 
+from sipgate_proxy.registrar.router import RegistrarRouterFactory
 from sipgate_proxy.routing.dialplan import DialplanRouterFactory
 from sipgate_proxy.routing.dispatcher import DispatcherRouterFactory
 from sipgate_proxy.routing.lcr import LcrRouterFactory
@@ -22,3 +23,4 @@ static_router = StaticRouterFactory()
 dialplan_router = DialplanRouterFactory()
 lcr_router = LcrRouterFactory()
 dispatcher_router = DispatcherRouterFactory()
+registrar_router = RegistrarRouterFactory()
