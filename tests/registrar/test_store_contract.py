@@ -21,6 +21,7 @@ from sipgate_proxy.registrar.location import (
     contact_key,
 )
 from sipgate_proxy.registrar.memory import MemoryLocationStore
+from sipgate_proxy.registrar.sqlite import SQLiteLocationStore
 
 T = TypeVar("T")
 
@@ -42,7 +43,11 @@ def make_memory(tmp_path: Path, clock: Clock) -> Any:
     return MemoryLocationStore()
 
 
-STORE_FACTORIES: dict[str, Callable[[Path, Clock], Any]] = {"memory": make_memory}
+def make_sqlite(tmp_path: Path, clock: Clock) -> Any:
+    return SQLiteLocationStore(str(tmp_path / "location.sqlite"), clock)
+
+
+STORE_FACTORIES: dict[str, Callable[[Path, Clock], Any]] = {"memory": make_memory, "sqlite": make_sqlite}
 
 
 @pytest.fixture(params=sorted(STORE_FACTORIES))
