@@ -168,10 +168,11 @@ class SQLiteLocationStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             result = work(db)
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
         return result
 
     def _schedule_purge(self) -> None:
