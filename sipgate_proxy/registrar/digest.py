@@ -532,7 +532,8 @@ class Authenticator:
         if status == "invalid":
             return self._challenge("challenge", realm, now)
         # From here on an unknown user and a wrong password take the same steps.
-        ha1 = self.credentials.ha1(resp.username, realm, resp.algorithm)
+        # -sess variants use the HA1 of their base algorithm; stores only know MD5 and SHA-256.
+        ha1 = self.credentials.ha1(resp.username, realm, resp.algorithm.removesuffix("-SESS"))
         known = ha1 is not None
         good = verify(resp, request_method, ha1 if ha1 is not None else self._dummy[resp.algorithm])
         uri_ok = not self.check_uri or request_uri is None or uri_matches(resp.uri, request_uri)
