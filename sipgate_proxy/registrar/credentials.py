@@ -108,6 +108,10 @@ class Credentials:
     def __len__(self) -> int:
         return len(self._table)
 
+    def users(self) -> list[tuple[str, str]]:
+        """Every (username, realm) the store knows."""
+        return list(self._table)
+
     def __contains__(self, key: object) -> bool:
         return key in self._table
 

@@ -10,7 +10,10 @@ its Path (RFC 3327). Unknown users get 404, known users without a binding 480.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -22,12 +25,37 @@ from ..interfaces import IRouter, IRouterFactory
 from ..routing.decisions import Answer, Forward, RequestContext, Target
 from ..sip.errors import SIPError
 from ..sip.message import Request
+from ..sip.uri import unescape
+from .credentials import Credentials, load_credentials
+from .digest import Authenticator, NonceCounter, NonceFactory
 from .location import Binding
 from .registrar import Registrar, RegistrarSettings, aor_of, group_by_q
 
 _KEYS = frozenset(
-    {"domains", "store", "path", "default_expires", "min_expires", "max_expires", "max_contacts", "evict_oldest"}
+    {
+        "domains",
+        "store",
+        "path",
+        "default_expires",
+        "min_expires",
+        "max_expires",
+        "max_contacts",
+        "evict_oldest",
+        "auth",
+    }
 )
+_AUTH_KEYS = frozenset(
+    {"users_file", "algorithms", "nonce_lifetime", "secret_file", "authenticate_calls", "check_from"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    authenticator: Authenticator
+    #: requests other than REGISTER from users of our domains need 407 credentials
+    authenticate_calls: bool = True
+    #: an authenticated caller may only use its own identity in From
+    check_from: bool = True
 
 
 def target_of(binding: Binding, group: int) -> Target:
@@ -48,16 +76,31 @@ def target_of(binding: Binding, group: int) -> Target:
 
 @implementer(IRouter)
 class RegistrarRouter:
-    def __init__(self, registrar: Registrar, known_users: frozenset[str] | None = None) -> None:
+    def __init__(
+        self, registrar: Registrar, known_users: frozenset[str] | None = None, auth: AuthSettings | None = None
+    ) -> None:
         self.registrar = registrar
         self.known_users = known_users
+        self.auth = auth
 
     def route(self, request: Request, context: RequestContext) -> Any:
         uri = request.uri
+        if request.method == "REGISTER":
+            if uri.scheme not in ("sip", "sips") or not self.registrar.is_ours(uri.host):
+                return None
+            if self.auth is not None:
+                refused = self._authenticate(request, context, "authorization", request.to.uri)
+                if refused is not None:
+                    return refused
+            return self.registrar.register(request, context)
+        if self.auth is not None and self.auth.authenticate_calls:
+            caller = request.from_.uri
+            if caller.scheme in ("sip", "sips") and self.registrar.is_ours(caller.host):
+                refused = self._authenticate(request, context, "proxy-authorization", caller)
+                if refused is not None:
+                    return refused
         if uri.scheme not in ("sip", "sips") or not self.registrar.is_ours(uri.host):
             return None
-        if request.method == "REGISTER":
-            return self.registrar.register(request, context)
         if uri.user is None:
             return None
         try:
@@ -66,6 +109,30 @@ class RegistrarRouter:
             return None
         found: Deferred[list[Binding]] = self.registrar.store.get(aor, context.now)
         return found.addCallback(self._targets, aor)
+
+    def _authenticate(self, request: Request, context: RequestContext, header: str, identity: Any) -> Answer | None:
+        """None when the request may go on; else the 401/407/403 to answer.
+
+        An unknown user and a wrong password get the same fresh challenge, so
+        that nobody learns which users exist (svwar-style enumeration).
+        """
+        assert self.auth is not None
+        realm = identity.host.lower()
+        result = self.auth.authenticator.check(
+            request.method, request.get_all(header), realm, context.now, request.uri_text
+        )
+        registering = header == "authorization"
+        if result.kind == "ok":
+            own = unescape(identity.user or "") == result.username
+            if registering and not own:
+                return Answer(403, "Forbidden (may only register its own address)")
+            if not registering and self.auth.check_from and not own:
+                return Answer(403, "Forbidden (From is not the authenticated user)")
+            context.attrs["auth.user"] = f"{result.username}@{result.realm}"
+            return None
+        name = "WWW-Authenticate" if registering else "Proxy-Authenticate"
+        status, reason = (401, "Unauthorized") if registering else (407, "Proxy Authentication Required")
+        return Answer(status, reason, tuple((name, value) for value in result.challenges))
 
     def _targets(self, bindings: list[Binding], aor: str) -> Forward | Answer:
         if not bindings:
@@ -88,6 +155,51 @@ def _int(config: Mapping[str, Any], name: str, default: int, low: int, high: int
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ConfigError(f"routing.registrar.{name}", f"expected an integer from {low} to {high}")
     return value
+
+
+def _parse_auth(raw: Any, config: Mapping[str, Any]) -> tuple[AuthSettings, Credentials]:
+    key = "routing.registrar.auth"
+    if not isinstance(raw, dict):
+        raise ConfigError(key, "expected a table with users_file")
+    unknown = set(raw) - _AUTH_KEYS
+    if unknown:
+        raise ConfigError(f"{key}.{sorted(unknown)[0]}", "unknown key")
+    users_file = raw.get("users_file")
+    if not isinstance(users_file, str) or not users_file:
+        raise ConfigError(f"{key}.users_file", "expected the path of a credentials file ([[users]] with HA1 values)")
+    resolve = getattr(config, "path", None)
+    credentials = load_credentials(resolve(users_file) if callable(resolve) else users_file)
+    algorithms = raw.get("algorithms", ["SHA-256", "MD5"])
+    if not isinstance(algorithms, list) or not algorithms or any(a not in ("SHA-256", "MD5") for a in algorithms):
+        raise ConfigError(f"{key}.algorithms", 'expected a list of "SHA-256" and/or "MD5", strongest first')
+    lifetime = raw.get("nonce_lifetime", 300)
+    if isinstance(lifetime, bool) or not isinstance(lifetime, int | float) or not 10 <= lifetime <= 86400:
+        raise ConfigError(f"{key}.nonce_lifetime", "expected seconds from 10 to 86400")
+    secret_file = raw.get("secret_file")
+    if secret_file is None:
+        # every worker and node must share the secret to verify each other's
+        # nonces; without a file each process has its own
+        secret = os.urandom(32)
+    else:
+        if not isinstance(secret_file, str):
+            raise ConfigError(f"{key}.secret_file", "expected a file name")
+        path = resolve(secret_file) if callable(resolve) else secret_file
+        try:
+            secret = Path(path).read_bytes().strip()
+        except OSError as error:
+            raise ConfigError(f"{key}.secret_file", f"cannot read {path}: {error.strerror}") from None
+        if len(secret) < 16:
+            raise ConfigError(f"{key}.secret_file", "the secret must be at least 16 bytes")
+    flags = {}
+    for name in ("authenticate_calls", "check_from"):
+        value = raw.get(name, True)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}.{name}", "expected true or false")
+        flags[name] = value
+    authenticator = Authenticator(
+        credentials, NonceFactory(secret, float(lifetime)), NonceCounter(float(lifetime)), algorithms
+    )
+    return AuthSettings(authenticator, **flags), credentials
 
 
 def parse_registrar_config(config: Mapping[str, Any]) -> tuple[RegistrarSettings, str, str | None]:
@@ -131,6 +243,11 @@ class RegistrarRouterFactory:
 
     def make_router(self, config: Mapping[str, Any], reactor: Any) -> RegistrarRouter:
         settings, kind, path = parse_registrar_config(config)
+        auth = None
+        known = None
+        if "auth" in config:
+            auth, credentials = _parse_auth(config["auth"], config)
+            known = frozenset(f"sip:{user}@{realm.lower()}" for user, realm in credentials.users())
         if kind == "memory":
             from .memory import MemoryLocationStore
 
@@ -142,4 +259,4 @@ class RegistrarRouterFactory:
                 store = SQLiteLocationStore(str(path), reactor)
             except Exception as error:
                 raise ConfigError("routing.registrar.path", f"cannot open {path}: {error}") from None
-        return RegistrarRouter(Registrar(store, settings))
+        return RegistrarRouter(Registrar(store, settings), known, auth)
