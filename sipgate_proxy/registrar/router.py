@@ -25,7 +25,7 @@ from ..interfaces import IRouter, IRouterFactory
 from ..routing.decisions import Answer, Forward, RequestContext, Target
 from ..sip.errors import SIPError
 from ..sip.message import Request
-from ..sip.uri import unescape
+from ..sip.uri import parse_uri, unescape
 from .credentials import Credentials, load_credentials
 from .digest import Authenticator, NonceCounter, NonceFactory
 from .location import Binding
@@ -59,7 +59,14 @@ class AuthSettings:
 
 
 def target_of(binding: Binding, group: int) -> Target:
-    """Where a call to ``binding`` goes: its Path, else the REGISTER's source."""
+    """Where a call to ``binding`` goes.
+
+    Through its Path when it has one (RFC 3327). Otherwise, when the REGISTER
+    came from another host than the Contact names (a NAT in between), to the
+    address and transport it came from; a TCP binding is then reached over
+    the connection it registered on while that lives. A device that
+    registered from the host its Contact names is reached at its Contact.
+    """
     headers: tuple[tuple[str, str], ...] = ()
     next_hop = None
     if binding.path:
@@ -68,10 +75,18 @@ def target_of(binding: Binding, group: int) -> Target:
         # "transport:host:port", the host possibly IPv6
         transport, _, rest = binding.received.partition(":")
         host, _, port = rest.rpartition(":")
-        if host and port.isdigit():
+        if host and port.isdigit() and (transport != "udp" or not _same_host(binding.contact, host)):
             shown = f"[{host}]" if ":" in host else host
             next_hop = f"sip:{shown}:{port};transport={transport or 'udp'}"
     return Target(binding.contact, next_hop, headers, label=binding.contact, group=group)
+
+
+def _same_host(contact: str, host: str) -> bool:
+    try:
+        target = parse_uri(contact).host
+    except SIPError:
+        return False
+    return target.strip("[]").lower() == host.lower()
 
 
 @implementer(IRouter)

@@ -165,7 +165,22 @@ def test_router_registers_then_routes_calls_by_q_groups_to_the_source_address() 
         (0, "sip:alice@10.0.0.7:5060"),
         (1, "sip:alice@10.0.0.5:5060"),
     ]
+    # registered from another host than the contacts name: NAT, reach them where the REGISTER came from
     assert {t.next_hop for t in forward.targets} == {"sip:198.51.100.7:40000;transport=udp"}
+
+
+def test_router_reaches_a_device_at_its_contact_when_it_registered_from_that_host() -> None:
+    """No NAT (the REGISTER came from the Contact's host): the call goes to the Contact itself."""
+    router = RegistrarRouter(Registrar(MemoryLocationStore(), SETTINGS), known_users=KNOWN)
+    same_host = RequestContext("udp", "10.0.0.6", 40000, 1000.0)
+    result(router.route(register("<sip:alice@10.0.0.6:5070>"), same_host))
+    forward = result(router.route(invite(), ctx(1001.0)))
+    assert [(t.uri, t.next_hop) for t in forward.targets] == [("sip:alice@10.0.0.6:5070", None)]
+    tcp = RequestContext("tcp", "10.0.0.6", 40001, 1000.0)
+    result(router.route(register("<sip:alice@10.0.0.6:5070>", call_id="tcp", cseq=2), tcp))
+    forward = result(router.route(invite(), ctx(1001.0)))
+    # over TCP the connection it registered on is used
+    assert [(t.next_hop) for t in forward.targets] == ["sip:10.0.0.6:40001;transport=tcp"]
 
 
 def test_router_unknown_user_404_known_user_480_and_foreign_domains_pass() -> None:
