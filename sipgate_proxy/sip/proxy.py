@@ -175,7 +175,7 @@ class ProxyCore(Forwarding, BranchControl):
         if method == "INVITE":
             trying = make_response(request, 100, "Trying")
             server.send_response(trying, response_dest, now)
-        if self._to_self(request):
+        if request.method == "OPTIONS" and self._to_self(request):
             return self._answer_self(context, now)
         if max_forwards == 0:
             return self.reply(context, 483, "Too Many Hops", now)
@@ -232,6 +232,9 @@ class ProxyCore(Forwarding, BranchControl):
             if uri.scheme == "tel":
                 return self.reply(context, 404, "Not Found (no route for tel URI)", now)
             if self._is_ours(uri):
+                if uri.user is None and not request.has("route"):
+                    # addressed to the proxy itself, and no router (registrar) took it
+                    return self._answer_self(context, now)
                 return self.reply(context, 404, "Not Found", now)
             context.decided_by = context.decided_by or "request-uri"
             decision = Forward((Target(request.uri_text),))
