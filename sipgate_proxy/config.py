@@ -136,7 +136,8 @@ class Config:
 # -- typed readers -----------------------------------------------------------
 
 
-def _type_name(value: object) -> str:
+def type_name(value: object) -> str:
+    """How a config error names the type of a wrong value ("a boolean")."""
     return {
         bool: "a boolean",
         int: "an integer",
@@ -145,6 +146,23 @@ def _type_name(value: object) -> str:
         list: "a list",
         dict: "a table",
     }.get(type(value), type(value).__name__)
+
+
+def check_hop_uri(value: str, key: str) -> str:
+    """Validate a next-hop URI of a router table: sip:/sips: with a host and a
+    known transport. Returns the text; raises ConfigError naming ``key``."""
+    from .sip.errors import SIPError
+    from .sip.uri import parse_uri
+
+    try:
+        hop = parse_uri(value)
+    except SIPError as error:
+        raise ConfigError(key, f"not a valid SIP URI: {error.reason}") from None
+    if hop.scheme not in ("sip", "sips") or not hop.host:
+        raise ConfigError(key, "expected a sip: or sips: URI with a host")
+    if hop.transport not in (None, "udp", "tcp", "tls"):
+        raise ConfigError(key, f"unknown transport {hop.transport!r}")
+    return value
 
 
 class _Table:
@@ -167,7 +185,7 @@ class _Table:
         if value is None:
             return default
         if not isinstance(value, bool):
-            raise ConfigError(self.key(name), f"expected true or false, got {_type_name(value)}")
+            raise ConfigError(self.key(name), f"expected true or false, got {type_name(value)}")
         return value
 
     def integer(self, name: str, default: int, low: int, high: int) -> int:
@@ -175,7 +193,7 @@ class _Table:
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(self.key(name), f"expected an integer, got {_type_name(value)}")
+            raise ConfigError(self.key(name), f"expected an integer, got {type_name(value)}")
         if not low <= value <= high:
             raise ConfigError(self.key(name), f"expected an integer from {low} to {high}, got {value}")
         return value
@@ -185,7 +203,7 @@ class _Table:
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(self.key(name), f"expected a number of seconds, got {_type_name(value)}")
+            raise ConfigError(self.key(name), f"expected a number of seconds, got {type_name(value)}")
         if not low <= value <= high:
             raise ConfigError(self.key(name), f"expected a number from {low} to {high}, got {value}")
         return float(value)
@@ -195,7 +213,7 @@ class _Table:
         if value is None:
             return default
         if not isinstance(value, str):
-            raise ConfigError(self.key(name), f"expected a string, got {_type_name(value)}")
+            raise ConfigError(self.key(name), f"expected a string, got {type_name(value)}")
         if choices and value not in choices:
             raise ConfigError(self.key(name), f"expected one of {', '.join(choices)}, got {value!r}")
         return value
@@ -213,7 +231,7 @@ class _Table:
         if value is None:
             value = {}
         if not isinstance(value, dict):
-            raise ConfigError(self.key(name), f"expected a table, got {_type_name(value)}")
+            raise ConfigError(self.key(name), f"expected a table, got {type_name(value)}")
         return _Table(value, self.key(name))
 
     def finish(self) -> None:

@@ -38,11 +38,10 @@ from typing import Any, Literal
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from ..config import ConfigError, RouterTable
+from ..config import ConfigError, RouterTable, check_hop_uri, type_name
 from ..interfaces import IRouter, IRouterFactory
-from ..sip.errors import SIPError
 from ..sip.message import Request
-from ..sip.uri import URI, escape_user, parse_uri, unescape
+from ..sip.uri import URI, escape_user, unescape
 from .decisions import Forward, Reject, RequestContext, Target
 
 MatchType = Literal["equal", "prefix", "regex"]
@@ -246,22 +245,11 @@ class DialplanRouter:
 # -- configuration -------------------------------------------------------------
 
 
-def _type_name(value: object) -> str:
-    return {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "a list",
-        dict: "a table",
-    }.get(type(value), type(value).__name__)
-
-
 def _integer(value: Any, key: str, default: int, low: int | None = None) -> int:
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(key, f"expected an integer, got {_type_name(value)}")
+        raise ConfigError(key, f"expected an integer, got {type_name(value)}")
     if low is not None and value < low:
         raise ConfigError(key, f"expected an integer of at least {low}, got {value}")
     return value
@@ -269,7 +257,7 @@ def _integer(value: Any, key: str, default: int, low: int | None = None) -> int:
 
 def _string(value: Any, key: str, what: str = "a string") -> str:
     if not isinstance(value, str):
-        raise ConfigError(key, f"expected {what}, got {_type_name(value)}")
+        raise ConfigError(key, f"expected {what}, got {type_name(value)}")
     return value
 
 
@@ -283,15 +271,7 @@ def _regex(value: Any, key: str) -> re.Pattern[str]:
 
 def _next_hop(value: Any, key: str) -> str:
     text = _string(value, key, "a SIP URI string such as 'sip:192.0.2.1:5060;transport=tcp'")
-    try:
-        hop = parse_uri(text)
-    except SIPError as error:
-        raise ConfigError(key, f"not a valid SIP URI: {error.reason}") from None
-    if hop.scheme not in ("sip", "sips") or not hop.host:
-        raise ConfigError(key, "expected a sip: or sips: URI with a host")
-    if hop.transport not in (None, "udp", "tcp", "tls"):
-        raise ConfigError(key, f"unknown transport {hop.transport!r}")
-    return text
+    return check_hop_uri(text, key)
 
 
 def _reject(value: Any, key: str) -> Reject:
@@ -310,7 +290,7 @@ def _reject(value: Any, key: str) -> Reject:
 def _rule(item: Any, key: str, index: int, default_plan: int) -> Rule:
     """Validate one rule table; ``key`` names it in errors."""
     if not isinstance(item, dict):
-        raise ConfigError(key, f"expected a table with at least match, got {_type_name(item)}")
+        raise ConfigError(key, f"expected a table with at least match, got {type_name(item)}")
     extra = set(item) - _RULE_KEYS
     if extra:
         raise ConfigError(f"{key}.{sorted(extra)[0]}", "unknown key")
@@ -374,7 +354,7 @@ def _rule(item: Any, key: str, index: int, default_plan: int) -> Rule:
 
 def _rule_list(raw: Any, key: str) -> list[Any]:
     if not isinstance(raw, list):
-        raise ConfigError(key, f"expected a list of rule tables ([[rules]]), got {_type_name(raw)}")
+        raise ConfigError(key, f"expected a list of rule tables ([[rules]]), got {type_name(raw)}")
     return raw
 
 

@@ -58,11 +58,11 @@ from typing import Any, Literal, get_args
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from ..config import ConfigError
+from ..config import ConfigError, check_hop_uri, type_name
 from ..interfaces import IBranchObserver, IRouter, IRouterFactory, IRouterLifecycle
 from ..sip.errors import SIPError
 from ..sip.message import Request
-from ..sip.uri import URI, parse_uri
+from ..sip.uri import URI
 from .decisions import Forward, Reject, RequestContext, Target
 from .hashring import HashRing, stable_hash
 from .health import ACTIVE, PROBING, BranchTracker, HealthTable, ProbeMode, Prober, ProbeSettings
@@ -364,23 +364,9 @@ def _hash_key(algorithm: str, request: Request) -> str:
 # -- config ------------------------------------------------------------------
 
 
-_TYPE_NAMES = {
-    bool: "a boolean",
-    int: "an integer",
-    float: "a number",
-    str: "a string",
-    list: "a list",
-    dict: "a table",
-}
-
-
-def _type_name(value: object) -> str:
-    return _TYPE_NAMES.get(type(value), type(value).__name__)
-
-
 def _table(value: Any, key: str, allowed: frozenset[str], what: str = "a table") -> Mapping[str, Any]:
     if not isinstance(value, dict):
-        raise ConfigError(key, f"expected {what}, got {_type_name(value)}")
+        raise ConfigError(key, f"expected {what}, got {type_name(value)}")
     extra = set(value) - allowed
     if extra:
         raise ConfigError(f"{key}.{sorted(extra)[0]}", "unknown key")
@@ -390,14 +376,14 @@ def _table(value: Any, key: str, allowed: frozenset[str], what: str = "a table")
 def _boolean(table: Mapping[str, Any], name: str, key: str, default: bool) -> bool:
     value = table.get(name, default)
     if not isinstance(value, bool):
-        raise ConfigError(f"{key}.{name}", f"expected true or false, got {_type_name(value)}")
+        raise ConfigError(f"{key}.{name}", f"expected true or false, got {type_name(value)}")
     return value
 
 
 def _integer(table: Mapping[str, Any], name: str, key: str, default: int, low: int, high: int) -> int:
     value = table.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{key}.{name}", f"expected an integer, got {_type_name(value)}")
+        raise ConfigError(f"{key}.{name}", f"expected an integer, got {type_name(value)}")
     if not low <= value <= high:
         raise ConfigError(f"{key}.{name}", f"expected an integer from {low} to {high}, got {value}")
     return value
@@ -406,7 +392,7 @@ def _integer(table: Mapping[str, Any], name: str, key: str, default: int, low: i
 def _seconds(table: Mapping[str, Any], name: str, key: str, default: float, low: float, high: float) -> float:
     value = table.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{key}.{name}", f"expected a number of seconds, got {_type_name(value)}")
+        raise ConfigError(f"{key}.{name}", f"expected a number of seconds, got {type_name(value)}")
     if not low <= value <= high:
         raise ConfigError(f"{key}.{name}", f"expected a number of seconds from {low} to {high}, got {value}")
     return float(value)
@@ -425,22 +411,14 @@ def _statuses(value: Any, key: str, low: int, what: str) -> frozenset[int]:
 def _destination_uri(value: Any, key: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(key, "required: a SIP URI string such as 'sip:192.0.2.1:5060;transport=udp'")
-    try:
-        uri = parse_uri(value)
-    except SIPError as error:
-        raise ConfigError(key, f"not a valid SIP URI: {error.reason}") from None
-    if uri.scheme not in ("sip", "sips") or not uri.host:
-        raise ConfigError(key, "expected a sip: or sips: URI with a host")
-    if uri.transport not in (None, "udp", "tcp", "tls"):
-        raise ConfigError(key, f"unknown transport {uri.transport!r}")
-    return value
+    return check_hop_uri(value, key)
 
 
 def _destination(item: Any, key: str) -> Destination:
     table = _table(item, key, _DST_KEYS, "a table with at least uri")
     attrs = table.get("attrs", "")
     if not isinstance(attrs, str):
-        raise ConfigError(f"{key}.attrs", f"expected a string, got {_type_name(attrs)}")
+        raise ConfigError(f"{key}.attrs", f"expected a string, got {type_name(attrs)}")
     return Destination(
         uri=_destination_uri(table.get("uri"), f"{key}.uri"),
         weight=_integer(table, "weight", key, 1, 0, 10_000),
@@ -462,7 +440,7 @@ def _set(item: Any, key: str) -> DispatchSet:
     pattern = None
     if match is not None:
         if not isinstance(match, str):
-            raise ConfigError(f"{key}.match", f"expected a regular expression string, got {_type_name(match)}")
+            raise ConfigError(f"{key}.match", f"expected a regular expression string, got {type_name(match)}")
         try:
             pattern = re.compile(match)
         except re.error as error:

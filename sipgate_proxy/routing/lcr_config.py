@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ..config import ConfigError
+from ..config import ConfigError, type_name
 from ..sip.errors import SIPError
 from ..sip.uri import escape_user, parse_host
 from .decisions import Reject
@@ -208,11 +208,6 @@ class _Invalid(Exception):
         self.message = message
 
 
-def _type_name(value: object) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table"}
-    return names.get(type(value), type(value).__name__)
-
-
 def _no_unknown(table: Mapping[str, Any], allowed: frozenset[str], key: str) -> None:
     extra = set(table) - allowed
     if extra:
@@ -224,7 +219,7 @@ def _integer(table: Mapping[str, Any], name: str, key: str, default: int, low: i
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{key}.{name}", f"expected an integer, got {_type_name(value)}")
+        raise ConfigError(f"{key}.{name}", f"expected an integer, got {type_name(value)}")
     if not low <= value <= high:
         raise ConfigError(f"{key}.{name}", f"expected an integer from {low} to {high}, got {value}")
     return value
@@ -235,7 +230,7 @@ def _string(table: Mapping[str, Any], name: str, key: str, default: str | None) 
     if value is None:
         return default
     if not isinstance(value, str):
-        raise ConfigError(f"{key}.{name}", f"expected a string, got {_type_name(value)}")
+        raise ConfigError(f"{key}.{name}", f"expected a string, got {type_name(value)}")
     return value
 
 
@@ -272,7 +267,7 @@ def _parse_headers(raw: Any, key: str) -> tuple[tuple[str, str], ...]:
     if raw is None:
         return ()
     if not isinstance(raw, dict):
-        raise ConfigError(key, f"expected a table of header name = value, got {_type_name(raw)}")
+        raise ConfigError(key, f"expected a table of header name = value, got {type_name(raw)}")
     headers = []
     for name, value in raw.items():
         if not _TOKEN_RE.fullmatch(name):
@@ -280,7 +275,7 @@ def _parse_headers(raw: Any, key: str) -> tuple[tuple[str, str], ...]:
         if name.lower() in _RESERVED_HEADERS:
             raise ConfigError(f"{key}.{name}", "the proxy manages this header; it cannot be set per gateway")
         if not isinstance(value, str):
-            raise ConfigError(f"{key}.{name}", f"expected a string, got {_type_name(value)}")
+            raise ConfigError(f"{key}.{name}", f"expected a string, got {type_name(value)}")
         if any((ord(char) < 0x20 and char != "\t") or char == "\x7f" for char in value):
             raise ConfigError(f"{key}.{name}", "the value may not contain line breaks or control characters")
         headers.append((name, value))
@@ -289,7 +284,7 @@ def _parse_headers(raw: Any, key: str) -> tuple[tuple[str, str], ...]:
 
 def _parse_gateways(raw: Any) -> dict[str, Gateway]:
     if not isinstance(raw, list):
-        raise ConfigError("routing.lcr.gateways", f"expected a list of tables, got {_type_name(raw)}")
+        raise ConfigError("routing.lcr.gateways", f"expected a list of tables, got {type_name(raw)}")
     gateways: dict[str, Gateway] = {}
     where: dict[str, int] = {}
     for index, item in enumerate(raw):
@@ -304,7 +299,7 @@ def _parse_gateways(raw: Any) -> dict[str, Gateway]:
 
 def _clock(text: Any, key: str, allow_24: bool) -> int:
     if not isinstance(text, str):
-        raise ConfigError(key, f"expected a time of day such as '08:00', got {_type_name(text)}")
+        raise ConfigError(key, f"expected a time of day such as '08:00', got {type_name(text)}")
     match = _CLOCK_RE.fullmatch(text)
     if match is None:
         raise ConfigError(key, f"expected a time of day as HH:MM, got {text!r}")
@@ -338,7 +333,7 @@ def _parse_window(item: Any, key: str) -> Window:
 
 def _parse_timezone(raw: Any, key: str) -> ZoneInfo:
     if not isinstance(raw, str):
-        raise ConfigError(key, f"expected an IANA timezone name such as 'Europe/Berlin', got {_type_name(raw)}")
+        raise ConfigError(key, f"expected an IANA timezone name such as 'Europe/Berlin', got {type_name(raw)}")
     try:
         return ZoneInfo(raw)
     except (ZoneInfoNotFoundError, ValueError):
@@ -433,7 +428,7 @@ class _RuleBuilder:
         priority = _integer(item, "priority", key, 0, -_PRIORITY_LIMIT, _PRIORITY_LIMIT)
         stopper = item.get("stopper", False)
         if not isinstance(stopper, bool):
-            raise _Invalid("stopper", f"expected true or false, got {_type_name(stopper)}")
+            raise _Invalid("stopper", f"expected true or false, got {type_name(stopper)}")
         from_text = _string(item, "from_user", key, None)
         from_user = None if from_text is None else self.pattern(from_text)
         raw_windows = item.get("time")
@@ -461,7 +456,7 @@ class _RuleBuilder:
             raise _Invalid("weighted_gateways", "give either gateways or weighted_gateways, not both")
         if listed is not None:
             if not isinstance(listed, list):
-                raise _Invalid("gateways", f"expected a list of gateway ids, got {_type_name(listed)}")
+                raise _Invalid("gateways", f"expected a list of gateway ids, got {type_name(listed)}")
             return [self.gateway(ident, "gateways") for ident in listed], None
         if weighted is None:
             raise _Invalid("gateways", "required: a list of gateway ids (or weighted_gateways)")
@@ -484,7 +479,7 @@ class _RuleBuilder:
 
     def _toml_costs(self, raw: Any, key: str) -> dict[str, float]:
         if not isinstance(raw, dict):
-            raise _Invalid("cost", f"expected a table of gateway id = cost per minute, got {_type_name(raw)}")
+            raise _Invalid("cost", f"expected a table of gateway id = cost per minute, got {type_name(raw)}")
         costs = {}
         for ident, value in raw.items():
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= _MAX_COST:
@@ -625,7 +620,7 @@ def parse_lcr_config(config: Mapping[str, Any]) -> LcrSettings:
     builder = _RuleBuilder(gateways)
     raw_rules = config.get("rules", [])
     if not isinstance(raw_rules, list):
-        raise ConfigError("routing.lcr.rules", f"expected a list of tables, got {_type_name(raw_rules)}")
+        raise ConfigError("routing.lcr.rules", f"expected a list of tables, got {type_name(raw_rules)}")
     for index, item in enumerate(raw_rules):
         builder.toml_rule(item, index)
     rules_file = _string(config, "rules_file", "routing.lcr", None)

@@ -10,11 +10,9 @@ from typing import Any
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from ..config import ConfigError
+from ..config import ConfigError, check_hop_uri
 from ..interfaces import IRouter, IRouterFactory
-from ..sip.errors import SIPError
 from ..sip.message import Request
-from ..sip.uri import parse_uri
 from .decisions import Forward, RequestContext, Target
 
 
@@ -72,14 +70,7 @@ def parse_static_config(config: Mapping[str, Any]) -> tuple[Route, ...]:
         next_hop = item.get("next_hop")
         if not isinstance(next_hop, str):
             raise ConfigError(f"{key}.next_hop", "expected a SIP URI string such as 'sip:192.0.2.1:5060;transport=tcp'")
-        try:
-            hop = parse_uri(next_hop)
-        except SIPError as error:
-            raise ConfigError(f"{key}.next_hop", f"not a valid SIP URI: {error.reason}") from None
-        if hop.scheme not in ("sip", "sips") or not hop.host:
-            raise ConfigError(f"{key}.next_hop", "expected a sip: or sips: URI with a host")
-        if hop.transport not in (None, "udp", "tcp", "tls"):
-            raise ConfigError(f"{key}.next_hop", f"unknown transport {hop.transport!r}")
+        check_hop_uri(next_hop, f"{key}.next_hop")
         rewrite = item.get("rewrite")
         if rewrite is not None and not isinstance(rewrite, str):
             raise ConfigError(f"{key}.rewrite", "expected a replacement string")
