@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .security.flood import FloodSettings
+from .security.peers import TrustedPeer
+
 TRANSPORTS = ("udp", "tcp")
 LOG_LEVELS = ("debug", "info", "warn", "error")
 
@@ -122,6 +125,12 @@ DEFAULT_LISTENERS = (
 
 
 @dataclass(frozen=True, slots=True)
+class SecuritySettings:
+    flood: FloodSettings = field(default_factory=FloodSettings)
+    trusted: tuple[TrustedPeer, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: str = "<defaults>"
     proxy: ProxySettings = ProxySettings()
@@ -131,6 +140,7 @@ class Config:
     log: LogSettings = LogSettings()
     routing: RoutingSettings = RoutingSettings()
     dns: DnsSettings = DnsSettings()
+    security: SecuritySettings = SecuritySettings()
 
 
 # -- typed readers -----------------------------------------------------------
@@ -274,6 +284,32 @@ def _listeners(raw: Any) -> tuple[Listener, ...]:
     return tuple(result)
 
 
+def _trusted(raw: Any) -> tuple[TrustedPeer, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError("trusted", "expected [[trusted]] tables")
+    peers = []
+    for index, item in enumerate(raw):
+        prefix = f"trusted[{index}]"
+        if not isinstance(item, dict):
+            raise ConfigError(prefix, "expected a table with cidr and tag")
+        table = _Table(item, prefix)
+        cidr = table.string("cidr", None)
+        if cidr is None:
+            raise ConfigError(table.key("cidr"), "required: a network such as '192.0.2.0/24'")
+        try:
+            network = ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(table.key("cidr"), f"expected a network such as '192.0.2.0/24', got {cidr!r}") from None
+        tag = table.string("tag", None) or str(network)
+        port = table.integer("port", 0, 0, 65535) or None
+        transport = table.string("transport", None, (*TRANSPORTS, "tls"))
+        table.finish()
+        peers.append(TrustedPeer(network, tag, port, transport))
+    return tuple(peers)
+
+
 def parse_config(data: Mapping[str, Any], path: str = "<config>") -> Config:
     """Validate a parsed TOML document; raise :class:`ConfigError`."""
     try:
@@ -337,6 +373,16 @@ def _parse(data: Mapping[str, Any], path: str) -> Config:
     dns_t.finish()
     dns = DnsSettings(hosts=hosts, mode=mode)
 
+    security_t = root.table("security")
+    flood = FloodSettings(
+        limit=security_t.integer("flood_limit", 0, 0, 1_000_000),
+        window=security_t.number("flood_window", 2.0, 0.1, 3600.0),
+        ban=security_t.number("flood_ban", 300.0, 1.0, 86400.0),
+    )
+    security_t.finish()
+    root.used.add("trusted")
+    security = SecuritySettings(flood=flood, trusted=_trusted(data.get("trusted")))
+
     routing_t = root.table("routing")
     routers = routing_t.strings("routers", ("static",))
     if len(set(routers)) != len(routers):
@@ -386,6 +432,7 @@ def _parse(data: Mapping[str, Any], path: str) -> Config:
         log=log,
         routing=routing,
         dns=dns,
+        security=security,
     )
 
 

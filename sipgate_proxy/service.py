@@ -15,7 +15,9 @@ from twisted.logger import Logger
 
 from .config import Config, ConfigError, load_config
 from .routing.plugins import build_chain
-from .sip.message import Message
+from .security.flood import FloodGuard
+from .security.peers import TrustedPeers
+from .sip.message import Message, Response
 from .sip.parser import ParseError, ParseLimits
 from .sip.proxy import CoreSettings, Interface, ProxyCore, Router
 from .sip.transaction import Destination, TimerValues
@@ -87,6 +89,9 @@ class ProxyService(Service):
         )
         self._timer: DelayedCall | None = None
         self._udp_ports: list[Any] = []
+        self.flood = FloodGuard(config.security.flood)
+        self.trusted = TrustedPeers(config.security.trusted)
+        self._logged_bans: set[str] = set()
         self._resolved: dict[str, str] = dict(config.dns.hosts)
 
     # -- start and stop ----------------------------------------------------
@@ -148,6 +153,7 @@ class ProxyService(Service):
             failover=frozenset(config.routing.failover),
             follow_redirects=config.routing.follow_redirects,
             max_redirects=config.routing.max_redirects,
+            trusted=self.trusted,
         )
         core = ProxyCore(self.interfaces, settings, self.router, self._transmit, reactor.seconds)
         level = config.log.level
@@ -228,15 +234,43 @@ class ProxyService(Service):
         core = self.core
         if core is None:
             return
-        core.receive_datagram(data, source, self.reactor.seconds())
+        now = self.reactor.seconds()
+        if self.flood.enabled and not data.startswith(b"SIP/2.0 ") and not self._flood_allows(source.host, now):
+            return
+        core.receive_datagram(data, source, now)
         self._rearm()
 
     def _deliver_message(self, message: Message | ParseError, source: Destination) -> None:
         core = self.core
         if core is None:
             return
-        core.receive_message(message, source, self.reactor.seconds())
+        now = self.reactor.seconds()
+        if self.flood.enabled and not isinstance(message, Response) and not self._flood_allows(source.host, now):
+            return
+        core.receive_message(message, source, now)
         self._rearm()
+
+    def _flood_allows(self, host: str, now: float) -> bool:
+        """Flood limits (pike): trusted peers are exempt; a banned source is
+        dropped without a reply, and the ban is logged once."""
+        if self.trusted.trusts_host(host):
+            return True
+        before = self.flood.dropped
+        allowed = self.flood.allow(host, now)
+        if (not allowed and before == 0) or (not allowed and host not in self._logged_bans):
+            self._logged_bans.add(host)
+            if len(self._logged_bans) > 10000:
+                self._logged_bans.clear()
+            log.warn(
+                "flood limit: {host} sent more than {limit} requests in {window} s; dropped for {ban} s",
+                host=host,
+                limit=self.flood.settings.limit,
+                window=self.flood.settings.window,
+                ban=self.flood.settings.ban,
+            )
+        elif allowed:
+            self._logged_bans.discard(host)
+        return allowed
 
     def _connection_failed(self, destination: Destination) -> None:
         core = self.core

@@ -363,3 +363,33 @@ def test_tcp_connect_failure_to_an_address_fails_the_branch() -> None:
     factory.clientConnectionFailed(run.reactor.connectors[0], Failure(ConnectionRefusedError()))
     codes = run.statuses(run.take())
     assert len(codes) == 1 and 500 <= codes[0] < 600
+
+
+def test_flood_limit_drops_a_noisy_source_without_reply_but_not_trusted_peers() -> None:
+    """Past flood_limit a source gets no answers at all; a trusted peer is never limited."""
+    run = Running(
+        security={"flood_limit": 3, "flood_window": 10.0, "flood_ban": 60.0}, trusted=[{"cidr": "192.0.2.200/32"}]
+    )
+    for n in range(5):
+        run.receive(invite(call_id=f"flood-{n}", branch=f"z9hG4bKflood{n}"))
+    answered = [d for d, addr in run.take() if d.startswith(b"SIP/2.0 100 ") and addr == CALLER]
+    assert len(answered) == 3
+    for n in range(5):
+        run.receive(invite(call_id=f"trusted-{n}", branch=f"z9hG4bKtr{n}"), ("192.0.2.200", 5061))
+    assert len([d for d, addr in run.take() if d.startswith(b"SIP/2.0 100 ")]) == 5
+
+
+def test_trusted_peer_tag_reaches_the_routers() -> None:
+    """A request from a trusted peer carries its tag in context.attrs["trusted"]."""
+    run = Running(trusted=[{"cidr": "192.0.2.0/24", "tag": "carrier-a"}])
+    seen = []
+    chain = run.service.router
+    original = chain.route
+
+    def spy(request: Any, context: Any) -> Any:
+        seen.append(context.attrs.get("trusted"))
+        return original(request, context)
+
+    chain.route = spy  # type: ignore[method-assign]
+    run.receive(invite())
+    assert seen == ["carrier-a"]

@@ -108,7 +108,8 @@ class RegistrarRouter:
                 if refused is not None:
                     return refused
             return self.registrar.register(request, context)
-        if self.auth is not None and self.auth.authenticate_calls:
+        if self.auth is not None and self.auth.authenticate_calls and "trusted" not in context.attrs:
+            # trusted peers (provider trunks, own servers) are not challenged
             caller = request.from_.uri
             if caller.scheme in ("sip", "sips") and self.registrar.is_ours(caller.host):
                 refused = self._authenticate(request, context, "proxy-authorization", caller)

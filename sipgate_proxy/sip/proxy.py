@@ -190,6 +190,11 @@ class ProxyCore(Forwarding, BranchControl):
             # outbound proxy) is routed like any other.
             return self._forward(context, Forward((Target(request.uri_text),)), now, "route")
         ctx = RequestContext(source.transport, source.host, source.port, now)
+        trusted = self.settings.trusted
+        if trusted:
+            tag = trusted.tag(source.transport, source.host, source.port)
+            if tag is not None:
+                ctx.attrs["trusted"] = tag
         try:
             result = self.router.route(request, ctx)
         except Exception:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..routing.decisions import RequestContext
+from ..security.peers import TrustedPeers
 from .headers import Via
 from .message import Request
 from .parser import DEFAULT_LIMITS, ParseLimits
@@ -50,6 +51,8 @@ class CoreSettings:
     #: recurse on 3xx: try the Contacts of a redirect (16.7 step 4)
     follow_redirects: bool = False
     max_redirects: int = 3
+    #: provider trunks and own servers: their requests carry attrs["trusted"]
+    trusted: TrustedPeers = field(default_factory=TrustedPeers)
 
 
 class Router(Protocol):

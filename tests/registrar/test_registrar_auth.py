@@ -134,3 +134,11 @@ def test_calls_from_our_users_need_proxy_authorization_and_their_own_from(router
     forged = credentials(fresh, "INVITE", "sip:bob@example.com", "alice", "wonderland", "Proxy-Authorization")
     spoof = result(router.route(message("INVITE", "bob", "bob", forged), ctx()))
     assert (spoof.status, spoof.reason) == (403, "Forbidden (From is not the authenticated user)")
+
+
+def test_trusted_peers_are_not_challenged(router: RegistrarRouter) -> None:
+    """A call from a trusted peer (context.attrs["trusted"]) is routed without a 407."""
+    trusted = ctx()
+    trusted.attrs["trusted"] = "carrier-a"
+    routed = result(router.route(message("INVITE", "bob", "alice"), trusted))
+    assert isinstance(routed, Answer) and routed.status == 480

@@ -1,0 +1,1 @@
+"""Protecting the proxy: trusted peers and flood limits."""
