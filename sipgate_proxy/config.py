@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .security.admission import AdmissionSettings
 from .security.flood import FloodSettings
 from .security.peers import TrustedPeer
 
@@ -128,6 +129,7 @@ DEFAULT_LISTENERS = (
 class SecuritySettings:
     flood: FloodSettings = field(default_factory=FloodSettings)
     trusted: tuple[TrustedPeer, ...] = ()
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,7 +383,23 @@ def _parse(data: Mapping[str, Any], path: str) -> Config:
     )
     security_t.finish()
     root.used.add("trusted")
-    security = SecuritySettings(flood=flood, trusted=_trusted(data.get("trusted")))
+    admission_t = root.table("admission")
+    trunks_t = admission_t.table("per_trunk")
+    per_trunk = {}
+    for tag in trunks_t.data:
+        per_trunk[tag] = trunks_t.integer(tag, 0, 0, 10_000_000)
+    trunks_t.finish()
+    admission = AdmissionSettings(
+        per_account=admission_t.integer("per_account", 0, 0, 10_000_000),
+        per_trunk=per_trunk,
+        status=admission_t.integer("status", 503, 486, 503),
+        retry_after=admission_t.integer("retry_after", 30, 0, 86400),
+        dialog_timeout=admission_t.number("dialog_timeout", 4 * 3600.0, 60.0, 7 * 86400.0),
+    )
+    if admission.status not in (486, 503):
+        raise ConfigError("admission.status", f"expected 503 or 486, got {admission.status}")
+    admission_t.finish()
+    security = SecuritySettings(flood=flood, trusted=_trusted(data.get("trusted")), admission=admission)
 
     routing_t = root.table("routing")
     routers = routing_t.strings("routers", ("static",))

@@ -154,6 +154,7 @@ class ProxyService(Service):
             follow_redirects=config.routing.follow_redirects,
             max_redirects=config.routing.max_redirects,
             trusted=self.trusted,
+            admission=config.security.admission,
         )
         core = ProxyCore(self.interfaces, settings, self.router, self._transmit, reactor.seconds)
         level = config.log.level

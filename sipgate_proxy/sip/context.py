@@ -92,6 +92,7 @@ class ResponseContext:
     """Branches and best response for one proxied request."""
 
     __slots__ = (
+        "admission_keys",
         "auth_headers",
         "best",
         "branches",
@@ -135,6 +136,8 @@ class ResponseContext:
         #: targets come in groups: a group rings in parallel, the next group
         #: starts when every branch of the current one failed (not with 6xx)
         self.grouped = False
+        #: call admission keys counted once the call is answered
+        self.admission_keys: tuple[str, ...] = ()
         self.failover: frozenset[int] = frozenset()
         self.best: Response | None = None
         self.auth_headers: list[Header] = []
@@ -206,6 +209,8 @@ class ResponseContext:
                 branch.final = status
                 core.stop_timer_c(branch)
                 branch.notify("final", status, now)
+                if self.admission_keys and self.invite:
+                    core.call_answered(self, now)
             # every 2xx to an INVITE goes upstream, even after a final one
             if self.invite or not self.final_sent:
                 self.final_sent = True

@@ -18,6 +18,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from ..routing.decisions import Answer, Forward, Redirect, Reject, RequestContext, Target
+from ..security.admission import CallCounter
 from .branching import BranchControl
 from .context import Branch, ResponseContext
 from .errors import SIPError
@@ -62,6 +63,7 @@ class ProxyCore(Forwarding, BranchControl):
         self._ports = {i.advertise_port for i in interfaces} | {i.port for i in interfaces}
         self._sent_by = {(bare(i.advertise.lower()), i.advertise_port) for i in interfaces}
         self._sent_by_text = tuple({i.sent_by() for i in interfaces})
+        self.calls = CallCounter(settings.admission)
         self._prefix = os.urandom(4).hex()
         self._counter = 0
         self.info_enabled = True
@@ -165,6 +167,8 @@ class ProxyCore(Forwarding, BranchControl):
             self._forward_ack(request, source, now)
             return
         max_forwards = validate_request(request)
+        if method == "BYE" and self.calls:
+            self.calls.ended(request.call_id)
         if method == "CANCEL":
             self._cancel(request, source, now)
             return
@@ -244,6 +248,17 @@ class ProxyCore(Forwarding, BranchControl):
             context.decided_by = context.decided_by or "request-uri"
             decision = Forward((Target(request.uri_text),))
         if isinstance(decision, Forward):
+            if self.settings.admission.enabled and request.method == "INVITE" and request.to_tag is None:
+                keys = self.calls.keys_for(ctx.attrs)
+                full = self.calls.over_limit(keys, now)
+                if full is not None:
+                    admission = self.settings.admission
+                    context.decision = f"{context.decided_by}:admission"
+                    if admission.status == 486:
+                        return self.reply(context, 486, f"Busy Here (call limit of {full})", now)
+                    retry = (("Retry-After", str(admission.retry_after)),)
+                    return self.reply(context, 503, f"Service Unavailable (call limit of {full})", now, retry)
+                context.admission_keys = keys
             self._forward(context, decision, now, context.decided_by)
         elif isinstance(decision, Reject):
             context.decision = f"{context.decided_by}:reject"
@@ -258,6 +273,10 @@ class ProxyCore(Forwarding, BranchControl):
         else:
             log.error("router returned {decision!r}", decision=decision)
             self.reply(context, 500, "Server Internal Error (bad routing decision)", now)
+
+    def call_answered(self, context: ResponseContext, now: float) -> None:
+        """An admitted INVITE got its 2xx: the call counts until its BYE."""
+        self.calls.established(context.request.call_id, context.admission_keys, now)
 
     def reply(
         self,

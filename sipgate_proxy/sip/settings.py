@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..routing.decisions import RequestContext
+from ..security.admission import AdmissionSettings
 from ..security.peers import TrustedPeers
 from .headers import Via
 from .message import Request
@@ -53,6 +54,7 @@ class CoreSettings:
     max_redirects: int = 3
     #: provider trunks and own servers: their requests carry attrs["trusted"]
     trusted: TrustedPeers = field(default_factory=TrustedPeers)
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
 
 
 class Router(Protocol):
