@@ -36,6 +36,7 @@ _KEYS = frozenset(
         "domains",
         "store",
         "path",
+        "redis",
         "default_expires",
         "min_expires",
         "max_expires",
@@ -219,7 +220,7 @@ def _parse_auth(raw: Any, config: Mapping[str, Any]) -> tuple[AuthSettings, Cred
 
 
 def parse_registrar_config(config: Mapping[str, Any]) -> tuple[RegistrarSettings, str, str | None]:
-    """Settings, store kind ("memory" or "sqlite") and store path."""
+    """Settings, store kind ("memory", "sqlite" or "redis") and store path (SQLite) or URL (Redis)."""
     unknown = set(config) - _KEYS
     if unknown:
         raise ConfigError(f"routing.registrar.{sorted(unknown)[0]}", "unknown key")
@@ -227,8 +228,8 @@ def parse_registrar_config(config: Mapping[str, Any]) -> tuple[RegistrarSettings
     if not isinstance(domains, list) or not domains or not all(isinstance(d, str) and d for d in domains):
         raise ConfigError("routing.registrar.domains", "expected a list of the domains this registrar serves")
     store = config.get("store", "sqlite")
-    if store not in ("memory", "sqlite"):
-        raise ConfigError("routing.registrar.store", f"expected 'memory' or 'sqlite', got {store!r}")
+    if store not in ("memory", "sqlite", "redis"):
+        raise ConfigError("routing.registrar.store", f"expected 'memory', 'sqlite' or 'redis', got {store!r}")
     path = config.get("path", "registrations.sqlite")
     if not isinstance(path, str) or not path:
         raise ConfigError("routing.registrar.path", "expected a file name for the SQLite store")
@@ -248,9 +249,27 @@ def parse_registrar_config(config: Mapping[str, Any]) -> tuple[RegistrarSettings
         max_contacts=max_contacts,
         evict_oldest=evict,
     )
+    if store == "redis":
+        return settings, store, _redis_url(config)
     resolve = getattr(config, "path", None)
     full = resolve(path) if callable(resolve) else path
     return settings, store, full
+
+
+def _redis_url(config: Mapping[str, Any]) -> str:
+    """The validated ``redis`` URL; store = "redis" needs one (no silent localhost default)."""
+    from .redis import parse_redis_url
+
+    url = config.get("redis")
+    if url is None:
+        raise ConfigError("routing.registrar.store", 'store = "redis" needs redis = "redis://host:port/db"')
+    if not isinstance(url, str):
+        raise ConfigError("routing.registrar.redis", "expected a URL like redis://127.0.0.1:6379/0")
+    try:
+        parse_redis_url(url)
+    except ValueError as error:
+        raise ConfigError("routing.registrar.redis", str(error)) from None
+    return url
 
 
 @implementer(IPlugin, IRouterFactory)
@@ -268,6 +287,10 @@ class RegistrarRouterFactory:
             from .memory import MemoryLocationStore
 
             store: Any = MemoryLocationStore()
+        elif kind == "redis":
+            from .redis import RedisLocationStore
+
+            store = RedisLocationStore(str(path), reactor)
         else:
             from .sqlite import SQLiteLocationStore
 

@@ -22,6 +22,7 @@ from sipgate_proxy.registrar.location import (
 )
 from sipgate_proxy.registrar.memory import MemoryLocationStore
 from sipgate_proxy.registrar.sqlite import SQLiteLocationStore
+from tests.registrar.redis_server import SyncStore, redis_store
 
 T = TypeVar("T")
 
@@ -47,7 +48,15 @@ def make_sqlite(tmp_path: Path, clock: Clock) -> Any:
     return SQLiteLocationStore(str(tmp_path / "location.sqlite"), clock)
 
 
-STORE_FACTORIES: dict[str, Callable[[Path, Clock], Any]] = {"memory": make_memory, "sqlite": make_sqlite}
+def make_redis(tmp_path: Path, clock: Clock) -> Any:
+    return SyncStore(redis_store())  # a real redis-server; fails in CI, skips elsewhere, when missing
+
+
+STORE_FACTORIES: dict[str, Callable[[Path, Clock], Any]] = {
+    "memory": make_memory,
+    "sqlite": make_sqlite,
+    "redis": make_redis,
+}
 
 
 @pytest.fixture(params=sorted(STORE_FACTORIES))
