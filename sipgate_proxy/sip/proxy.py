@@ -130,17 +130,11 @@ class ProxyCore(Forwarding, BranchControl):
             )
             return
         try:
+            # the error may come before the request's Via was stamped (18.2.1)
+            stamp_via(message, source.host, source.port)
+            dest = self._response_destination(message, source)
             response = make_response(message, error.status, error.reason, self._tag(), error.headers)
             self._server_header(response)
-            via = message.top_via
-            if source.reliable:
-                dest = source
-            else:
-                dest = via_destination(via, "udp")._replace(local=source.local)
-                if via.received is None and bare(via.host) != source.host:
-                    dest = dest._replace(host=source.host)
-                if via.rport is not None:
-                    dest = dest._replace(port=source.port)
         except SIPError:
             # no usable Via: answer the address the request came from
             headers = [h for h in message.headers if h[0] in ("via", "from", "to", "call-id", "cseq")]

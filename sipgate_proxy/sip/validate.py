@@ -5,6 +5,7 @@ from __future__ import annotations
 from .errors import SIPError
 from .headers import Via, parse_cseq, parse_int_header, parse_name_addr, parse_via, split_values
 from .message import Message, Request, pretty_name
+from .settings import bare
 
 #: methods this proxy knows; others are forwarded all the same (16.3)
 KNOWN_METHODS = frozenset(
@@ -86,10 +87,6 @@ def validate_request(request: Request) -> int | None:
     return max_forwards
 
 
-def _bare(host: str) -> str:
-    return host[1:-1] if host.startswith("[") else host
-
-
 def stamp_via(request: Message, source_host: str, source_port: int) -> Via:
     """Add received and rport to the top Via (RFC 3261 18.2.1, RFC 3581).
 
@@ -108,7 +105,7 @@ def stamp_via(request: Message, source_host: str, source_port: int) -> Via:
         parts = None
         via = parse_via(value)
     changed = False
-    if _bare(via.host) != source_host:
+    if bare(via.host) != source_host:
         via.set_param("received", source_host)
         changed = True
     if via.rport is not None:
