@@ -29,8 +29,12 @@ password = "wonderland"
 """
 
 
-def _config(port: int, workdir: Path) -> str:
+def registrar_config(port: int, workdir: Path, store: str | None = None) -> str:
+    """A proxy with the registrar on ``port``; ``store`` holds the store's keys
+    (default: SQLite in ``workdir``)."""
     (workdir / "users.toml").write_text(USERS)
+    if store is None:
+        store = f'store = "sqlite"\npath = "{workdir / "location.sqlite"}"'
     return f"""
 [[listen]]
 transport = "udp"
@@ -45,8 +49,7 @@ routers = ["registrar"]
 
 [routing.registrar]
 domains = ["127.0.0.1"]
-store = "sqlite"
-path = "{workdir / "location.sqlite"}"
+{store}
 
 [routing.registrar.auth]
 users_file = "{workdir / "users.toml"}"
@@ -129,7 +132,7 @@ def test_register_with_digest_then_calls_reach_the_device_and_survive_a_restart(
 ) -> None:
     """SHA-256 and MD5 REGISTERs succeed; calls to the AoR reach the contact; after a restart they still do."""
     proxy_port, callee_port = free_port(), free_port()
-    config = _config(proxy_port, tmp_path)
+    config = registrar_config(proxy_port, tmp_path)
     proxy = start_proxy(config, name="first")
     client = Client(proxy_port)
     try:
@@ -153,7 +156,7 @@ def test_wrong_password_and_unknown_user_get_the_same_answer(
 ) -> None:
     """A wrong password and a user that does not exist both get 401 with the same challenge headers."""
     proxy_port = free_port()
-    start_proxy(_config(proxy_port, tmp_path))
+    start_proxy(registrar_config(proxy_port, tmp_path))
     client = Client(proxy_port)
     try:
         contact = f"sip:x@{LOOPBACK}:5999"

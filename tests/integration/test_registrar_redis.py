@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.harness import LOOPBACK, ProxyProcess, Sipp, explain, free_port, run_sipp_pair
-from tests.integration.test_registrar_calls import USERS, Client
+from tests.integration.test_registrar_calls import Client, registrar_config
 from tests.registrar.redis_server import RedisServer, require_redis_server
 
 pytestmark = pytest.mark.integration
@@ -32,28 +32,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 def _config(port: int, workdir: Path, redis_url: str) -> str:
-    (workdir / "users.toml").write_text(USERS)
-    return f"""
-[[listen]]
-transport = "udp"
-address = "127.0.0.1"
-port = {port}
-
-[log]
-level = "info"
-
-[routing]
-routers = ["registrar"]
-
-[routing.registrar]
-domains = ["127.0.0.1"]
-store = "redis"
-redis = "{redis_url}"
-
-[routing.registrar.auth]
-users_file = "{workdir / "users.toml"}"
-authenticate_calls = false
-"""
+    return registrar_config(port, workdir, f'store = "redis"\nredis = "{redis_url}"')
 
 
 def test_registered_through_one_proxy_called_through_the_other(
