@@ -21,6 +21,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import struct
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -247,7 +248,7 @@ class DigestResponse:
 
 
 _WS = " \t\r\n"
-_TOKEN_STOP = frozenset(_WS + ',="')
+_SEPARATORS = frozenset(_WS + ",")
 _REQUIRED = ("username", "realm", "nonce", "uri", "response")
 _HEXDIGITS = frozenset("0123456789abcdefABCDEF")
 
@@ -277,64 +278,36 @@ def parse_authorization(value: str, header: str = "Authorization") -> DigestResp
         raise SIPError(400, f"Bad {header} header") from None
 
 
+# one auth-param: token "=" (token / quoted-string), with optional whitespace around "="
+_PARAM_RE = re.compile(r'([^ \t\r\n,="]+)[ \t\r\n]*=[ \t\r\n]*(?:"((?:[^"\\]|\\.)*)"|([^ \t\r\n,="]+))[ \t\r\n]*', re.S)
+_ESCAPED_RE = re.compile(r"\\(.)", re.S)
+
+
 def _parse_params(text: str, pos: int) -> dict[str, str]:
     params: dict[str, str] = {}
     n = len(text)
+    match_param = _PARAM_RE.match
     while True:
-        while pos < n and (text[pos] in _WS or text[pos] == ","):
+        while pos < n and text[pos] in _SEPARATORS:
             pos += 1
         if pos >= n:
             break
-        start = pos
-        while pos < n and text[pos] not in _TOKEN_STOP:
-            pos += 1
-        name = text[start:pos].lower()
-        if not name:
+        match = match_param(text, pos)
+        if match is None:
             raise _Malformed
-        while pos < n and text[pos] in _WS:
-            pos += 1
-        if pos >= n or text[pos] != "=":
-            raise _Malformed
-        pos += 1
-        while pos < n and text[pos] in _WS:
-            pos += 1
-        if pos < n and text[pos] == '"':
-            item, pos = _quoted(text, pos)
-        else:
-            start = pos
-            while pos < n and text[pos] not in _TOKEN_STOP:
-                pos += 1
-            item = text[start:pos]
-            if not item:
-                raise _Malformed
+        name = match.group(1).lower()
+        item = match.group(2)
+        if item is None:
+            item = match.group(3)
+        elif "\\" in item:
+            item = _ESCAPED_RE.sub(r"\1", item)
         if name in params:
             raise _Malformed
         params[name] = item
-        while pos < n and text[pos] in _WS:
-            pos += 1
+        pos = match.end()
         if pos < n and text[pos] != ",":
             raise _Malformed
     return params
-
-
-def _quoted(text: str, pos: int) -> tuple[str, int]:
-    """The unescaped content of the quoted-string at ``pos`` and the index after it."""
-    out: list[str] = []
-    pos += 1
-    n = len(text)
-    while pos < n:
-        char = text[pos]
-        if char == "\\":
-            if pos + 1 >= n:
-                raise _Malformed
-            out.append(text[pos + 1])
-            pos += 2
-        elif char == '"':
-            return "".join(out), pos + 1
-        else:
-            out.append(char)
-            pos += 1
-    raise _Malformed
 
 
 def _build(params: dict[str, str]) -> DigestResponse:
