@@ -13,13 +13,16 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .security.admission import AdmissionSettings
 from .security.flood import FloodSettings
 from .security.peers import TrustedPeer
 
-TRANSPORTS = ("udp", "tcp")
+if TYPE_CHECKING:
+    from .config_tls import TlsClientSettings, TlsServerSettings
+
+TRANSPORTS = ("udp", "tcp", "tls")
 LOG_LEVELS = ("debug", "info", "warn", "error")
 
 
@@ -62,6 +65,8 @@ class Listener:
     #: host and port written into Via and Record-Route; default: address/port
     advertise: str | None = None
     advertise_port: int | None = None
+    #: certificates and client-certificate policy of a TLS listener
+    tls: TlsServerSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +148,8 @@ class Config:
     routing: RoutingSettings = RoutingSettings()
     dns: DnsSettings = DnsSettings()
     security: SecuritySettings = SecuritySettings()
+    #: outbound TLS: trust roots, per-trunk identities and client certificates (None: defaults)
+    tls: TlsClientSettings | None = None
 
 
 # -- typed readers -----------------------------------------------------------
@@ -259,7 +266,9 @@ def _ip(value: str, key: str) -> str:
         raise ConfigError(key, f"expected an IP address, got {value!r}") from None
 
 
-def _listeners(raw: Any) -> tuple[Listener, ...]:
+def _listeners(raw: Any, base: Path) -> tuple[Listener, ...]:
+    from .config_tls import listener_tls, reject_tls_keys
+
     if raw is None:
         return DEFAULT_LISTENERS
     if not isinstance(raw, list) or not raw:
@@ -278,11 +287,16 @@ def _listeners(raw: Any) -> tuple[Listener, ...]:
         port = table.integer("port", 5060, 0, 65535)
         advertise = table.string("advertise", None)
         advertise_port = table.integer("advertise_port", 0, 0, 65535) or None
+        tls = None
+        if transport == "tls":
+            tls = listener_tls(table, base)
+        else:
+            reject_tls_keys(table, transport)
         table.finish()
         if port and (transport, address, port) in seen:
             raise ConfigError(prefix, f"{transport} {address}:{port} is listed twice")
         seen.add((transport, address, port))
-        result.append(Listener(transport, address, port, advertise, advertise_port))
+        result.append(Listener(transport, address, port, advertise, advertise_port, tls))
     return tuple(result)
 
 
@@ -306,7 +320,7 @@ def _trusted(raw: Any) -> tuple[TrustedPeer, ...]:
             raise ConfigError(table.key("cidr"), f"expected a network such as '192.0.2.0/24', got {cidr!r}") from None
         tag = table.string("tag", None) or str(network)
         port = table.integer("port", 0, 0, 65535) or None
-        transport = table.string("transport", None, (*TRANSPORTS, "tls"))
+        transport = table.string("transport", None, TRANSPORTS)
         table.finish()
         peers.append(TrustedPeer(network, tag, port, transport))
     return tuple(peers)
@@ -331,8 +345,13 @@ def _parse(data: Mapping[str, Any], path: str) -> Config:
     )
     proxy_t.finish()
 
+    from .config_tls import client_tls
+
+    base_dir = Path(path).parent
     root.used.add("listen")
-    listeners = _listeners(data.get("listen"))
+    listeners = _listeners(data.get("listen"), base_dir)
+    root.used.add("tls")
+    tls = client_tls(data.get("tls"), base_dir)
 
     timers_t = root.table("timers")
     t1 = timers_t.number("t1", 0.5, 0.01, 60.0)
@@ -451,6 +470,7 @@ def _parse(data: Mapping[str, Any], path: str) -> Config:
         routing=routing,
         dns=dns,
         security=security,
+        tls=tls,
     )
 
 

@@ -38,6 +38,8 @@ class BranchControl:
 
         def start_branch(self, context: ResponseContext, target: Target, now: float) -> bool: ...
 
+        def next_destination(self, branch: Branch, status: int, reason: str, now: float) -> bool: ...
+
         def _destination(self, uri: URI, request: Request) -> Destination: ...
 
         def _interface_for(self, dest: Destination) -> Interface: ...
@@ -46,16 +48,28 @@ class BranchControl:
         branch = txn.user_data
         if not isinstance(branch, Branch):
             return  # the answer to a CANCEL we sent
+        if txn is not branch.txn:
+            # a destination given up for the next one of the same hop answers
+            # after all: only a 2xx matters (the call is up there)
+            if 200 <= response.status < 300 and txn.invite:
+                branch.context.branch_response(branch, response, now)
+            return
+        if response.status == 503 and self.next_destination(branch, 503, response.reason, now):
+            return
         branch.context.branch_response(branch, response, now)
 
     def on_timeout(self, txn: ClientTransaction, now: float) -> None:
         branch = txn.user_data
-        if isinstance(branch, Branch):
+        if isinstance(branch, Branch) and txn is branch.txn:
+            if self.next_destination(branch, 408, "Request Timeout", now):
+                return
             branch.context.branch_failed(branch, 408, "Request Timeout", now)
 
     def on_transport_error(self, txn: ClientTransaction, now: float) -> None:
         branch = txn.user_data
-        if isinstance(branch, Branch):
+        if isinstance(branch, Branch) and txn is branch.txn:
+            if self.next_destination(branch, 503, "transport error", now):
+                return
             branch.context.branch_failed(branch, 503, "Service Unavailable (transport error)", now)
 
     def on_retransmit(self, txn: ClientTransaction, now: float) -> None:

@@ -14,7 +14,7 @@ from twisted.logger import Logger
 
 from .message import RELEASED, Header, Request, Response, make_response, pretty_name
 from .timers import Timer
-from .transaction import ClientTransaction, ServerTransaction
+from .transaction import ClientTransaction, Destination, ServerTransaction
 
 if TYPE_CHECKING:
     from ..routing.decisions import Target
@@ -45,10 +45,13 @@ class Branch:
     """One client transaction of a response context."""
 
     __slots__ = (
+        "base",
         "cancel_wanted",
         "cancelled",
         "context",
         "final",
+        "hop_transport",
+        "hops",
         "provisional",
         "request",
         "responded",
@@ -62,6 +65,13 @@ class Branch:
         self.context = context
         self.target = target
         self.request = request
+        #: the request before Record-Route and Via, kept while other
+        #: destinations of the same hop may still be tried (RFC 3263 4.3)
+        self.base: Request | None = None
+        #: destinations of the hop not tried yet, in failover order
+        self.hops: list[Destination] = []
+        #: the transport the URI named, if any (18.1.1 may switch UDP to TCP otherwise)
+        self.hop_transport: str | None = None
         self.txn: ClientTransaction | None = None
         self.provisional = False
         self.final: int | None = None
@@ -172,6 +182,8 @@ class ResponseContext:
             if branch.cancel_wanted and not branch.cancelled:
                 continue
             branch.request = RELEASED
+            branch.base = None
+            branch.hops = []
             if branch.txn is not None:
                 branch.txn.request = RELEASED
         self.server.request = RELEASED

@@ -6,6 +6,9 @@ Record-Route, strict next hops, transport and interface choice.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
 from ..routing.decisions import Target
 from .errors import SIPError
 from .message import Request, cached_name_addr
@@ -14,13 +17,44 @@ from .transaction import Destination
 from .uri import URI, parse_uri
 
 
+class NextHop(NamedTuple):
+    """Where a request goes next, before server location (RFC 3263 4).
+
+    ``transport`` and ``port`` are None when the URI left them to DNS;
+    ``secure``: a sips URI, which only TLS may carry (RFC 5630)."""
+
+    host: str
+    port: int | None
+    transport: str | None
+    secure: bool
+
+
+#: the I/O layer's server location: a list of destinations now, or a
+#: Deferred-like object firing with one (or failing with a reason)
+Locate = Callable[[NextHop], Any]
+
+
+def literal_hop(hop: NextHop) -> Destination:
+    """The destination of a hop without lookups (an IP address or a pinned name)."""
+    transport = hop.transport or ("tls" if hop.secure else "udp")
+    port = hop.port or (5061 if transport == "tls" else 5060)
+    return Destination(transport, hop.host, port, server_name=hop.host if transport == "tls" else None)
+
+
+def is_ip_literal(host: str) -> bool:
+    if ":" in host:
+        return True
+    return host.replace(".", "").isdigit() and host.count(".") == 3
+
+
 class Forwarding:
     settings: CoreSettings
     interfaces: list[Interface]
     _by_name: dict[str, Interface]
+    locate: Locate | None
 
-    def _prepare(self, request: Request, target: Target, incoming: Destination) -> tuple[Destination, Interface]:
-        """Set R-URI, Max-Forwards, Record-Route; pick the next hop (16.6)."""
+    def _prepare(self, request: Request, target: Target) -> NextHop:
+        """Set R-URI and Max-Forwards, handle a strict next hop; where to (16.6 steps 1-7)."""
         if target.uri != request.uri_text:
             request.uri = parse_uri(target.uri)
         for name, value in target.headers:
@@ -41,36 +75,59 @@ class Forwarding:
             hop_uri = parse_uri(target.next_hop)
         else:
             hop_uri = request.uri
-        dest = self._destination(hop_uri, request)
-        interface = self._interface_for(dest)
-        if self.settings.record_route and self._wants_record_route(request):
-            inbound = self._by_name.get(incoming.local or "") if incoming.local else None
-            if inbound is None or inbound is interface:
-                request.insert_first("record-route", f"<{self._rr_uri(interface, False)}>")
-            else:
-                request.insert_first("record-route", f"<{self._rr_uri(inbound, True)}>")
-                request.insert_first("record-route", f"<{self._rr_uri(interface, True)}>")
-        return dest._replace(local=interface.name), interface
+        return self._next_hop(hop_uri, request)
 
-    def _destination(self, uri: URI, request: Request) -> Destination:
+    def _next_hop(self, uri: URI, request: Request) -> NextHop:
         if uri.scheme not in ("sip", "sips"):
             raise SIPError(416, f"Cannot route to a {uri.scheme} URI")
         transport = uri.transport
-        if uri.scheme == "sips" or transport == "tls":
-            raise SIPError(503, "Service Unavailable (no TLS transport for a sips or TLS hop)")
-        if transport is None:
-            transport = "udp"
-            size = len(request.body) + sum(len(raw) + 2 for _, _, raw in request.headers) + 200
-            if size > self.settings.udp_mtu and any(i.transport == "tcp" for i in self.interfaces):
-                # RFC 3261 18.1.1: too large for UDP, go congestion controlled
-                transport = "tcp"
-        elif transport not in ("udp", "tcp"):
+        # RFC 5630: a sips Request-URI is carried over TLS on every hop
+        secure = uri.scheme == "sips" or request.uri.scheme == "sips"
+        if secure or transport == "tls":
+            if not self._has_transport("tls"):
+                raise SIPError(503, "Service Unavailable (no TLS listener for a sips or TLS hop)")
+            if secure:
+                transport = "tls"
+        elif transport is not None and transport not in ("udp", "tcp"):
             raise SIPError(503, f"Service Unavailable (transport {transport} not supported)")
         host = uri.param("maddr") or uri.host
         if not host:
             raise SIPError(400, "Next hop has no host")
-        port = uri.port or 5060
-        return Destination(transport, bare(host), port)
+        return NextHop(bare(host), uri.port, transport, secure)
+
+    def _locate_hop(self, hop: NextHop) -> Any:
+        """Destinations of ``hop`` in failover order: a list, or a Deferred of one."""
+        if self.locate is None or is_ip_literal(hop.host):
+            return [literal_hop(hop)]
+        return self.locate(hop)
+
+    def _size_transport(self, dest: Destination, hop_transport: str | None, request: Request) -> Destination:
+        """RFC 3261 18.1.1: a request too large for UDP goes over TCP unless the URI said UDP."""
+        if dest.transport != "udp" or hop_transport is not None:
+            return dest
+        size = len(request.body) + sum(len(raw) + 2 for _, _, raw in request.headers) + 200
+        if size > self.settings.udp_mtu and self._has_transport("tcp"):
+            return dest._replace(transport="tcp")
+        return dest
+
+    def _record_route(self, request: Request, interface: Interface, incoming: Destination) -> None:
+        """Record-Route with the interfaces in and out (16.6 step 4, RFC 5658 double)."""
+        if not (self.settings.record_route and self._wants_record_route(request)):
+            return
+        secure = request.uri.scheme == "sips"
+        inbound = self._by_name.get(incoming.local or "") if incoming.local else None
+        if inbound is None or inbound is interface:
+            request.insert_first("record-route", f"<{self._rr_uri(interface, False, secure)}>")
+        else:
+            request.insert_first("record-route", f"<{self._rr_uri(inbound, True, secure)}>")
+            request.insert_first("record-route", f"<{self._rr_uri(interface, True, secure)}>")
+
+    def _destination(self, uri: URI, request: Request) -> Destination:
+        """The first destination of ``uri`` when it needs no lookup (probes, stateless ACKs)."""
+        return literal_hop(self._next_hop(uri, request))
+
+    def _has_transport(self, transport: str) -> bool:
+        return any(i.transport == transport for i in self.interfaces)
 
     def _interface_for(self, dest: Destination) -> Interface:
         ipv6 = ":" in dest.host
@@ -84,8 +141,11 @@ class Forwarding:
             raise SIPError(503, f"Service Unavailable (no {dest.transport} listener)")
         return fallback
 
-    def _rr_uri(self, interface: Interface, double: bool) -> str:
+    def _rr_uri(self, interface: Interface, double: bool, secure: bool = False) -> str:
         params = ";lr"
+        if secure and interface.transport == "tls":
+            # a sips request records a sips URI (16.6 step 4)
+            return f"sips:{interface.sent_by()}{params}{';r2=on' if double else ''}"
         if interface.transport != "udp":
             params = f";transport={interface.transport}{params}"
         if double:

@@ -22,7 +22,7 @@ from ..security.admission import CallCounter
 from .branching import BranchControl
 from .context import Branch, ResponseContext
 from .errors import SIPError
-from .forwarding import Forwarding
+from .forwarding import Forwarding, Locate, NextHop
 from .headers import parse_name_addr, parse_via, split_values
 from .message import Message, Request, Response, cached_name_addr, make_response
 from .parser import ParseError, parse_datagram
@@ -56,6 +56,8 @@ class ProxyCore(Forwarding, BranchControl):
         self.transmit = transmit
         self.clock = clock
         self.on_wakeup: Callable[[], None] | None = None
+        #: server location (RFC 3263) of the I/O layer; None: hosts go out as named
+        self.locate: Locate | None = None
         self.layer = TransactionLayer(transmit, settings.timers, settings.max_transactions)
         self._by_name = {i.name: i for i in interfaces}
         self._names = {i.advertise.lower() for i in interfaces} | {i.host for i in interfaces}
@@ -408,33 +410,125 @@ class ProxyCore(Forwarding, BranchControl):
         original = context.request
         request = original.copy()
         try:
-            dest, interface = self._prepare(request, target, incoming=context.server.source)
+            hop = self._prepare(request, target)
+            located = self._locate_hop(hop)
         except SIPError as error:
-            branch = Branch(context, target, request)
-            branch.final = error.status
-            context.branches.append(branch)
-            context.consider(make_response(original, error.status, error.reason))
-            log.info(
-                "cannot send to {target}: {reason} (Call-ID {call_id})",
-                target=target.uri,
-                reason=error.reason,
-                call_id=original.get("call-id"),
-            )
-            return False
+            return self._unroutable(context, target, request, error)
         branch = Branch(context, target, request)
+        branch.hop_transport = hop.transport
         context.branches.append(branch)
-        branch_id = self._new_branch(original)
-        request.insert_first("via", f"SIP/2.0/{dest.transport.upper()} {interface.sent_by()};branch={branch_id}")
-        txn = self.layer.new_client(request, branch_id, dest, self)
-        txn.user_data = branch
-        branch.txn = txn
-        if request.method == "INVITE":
-            branch.timer_c = self._arm_timer_c(branch, now)
-            if context.fail_silent and context.silent_after is not None:
-                branch.silence_timer = self._arm_silence(branch, now + context.silent_after)
-        if self.debug_enabled:
-            log.debug("send {dest}\n{text}", dest=dest, text=request.header_text())
-        txn.start(now)
+        if isinstance(located, list):
+            branch.hops = located
+            return self._attempt(branch, now, None, initial=True)
+        # a name to look up first; the branch waits for it (and fails on its own)
+        located.addCallbacks(self._located, self._not_located, callbackArgs=(branch,), errbackArgs=(branch, hop))
+        return True
+
+    def _unroutable(self, context: ResponseContext, target: Target, request: Request, error: SIPError) -> bool:
+        branch = Branch(context, target, request)
+        branch.final = error.status
+        context.branches.append(branch)
+        context.consider(make_response(context.request, error.status, error.reason))
+        log.info(
+            "cannot send to {target}: {reason} (Call-ID {call_id})",
+            target=target.uri,
+            reason=error.reason,
+            call_id=context.request.get("call-id"),
+        )
+        return False
+
+    def _located(self, hops: list[Destination], branch: Branch) -> None:
+        if branch.done:
+            return
+        context = branch.context
+        now = self.clock()
+        if context.cancelled or context.final_sent:
+            context.branch_failed(branch, 487, "Request Terminated", now)
+        else:
+            branch.hops = list(hops)
+            self._attempt(branch, now, None)
+        self._wakeup()
+
+    def _not_located(self, failure: Any, branch: Branch, hop: NextHop) -> None:
+        if branch.done:
+            return
+        reason = getattr(failure.value, "reason", None) or failure.getErrorMessage()
+        log.info("cannot resolve {host}: {reason}", host=hop.host, reason=reason)
+        branch.context.branch_failed(branch, 503, f"Service Unavailable (cannot resolve {hop.host})", self.clock())
+        self._wakeup()
+
+    def _attempt(self, branch: Branch, now: float, failure: tuple[int, str] | None, initial: bool = False) -> bool:
+        """Send the branch's request to its next untried destination.
+
+        False when none is left or usable; then the branch fails with
+        ``failure`` (or the last reason a destination could not be used):
+        at once when ``initial`` (the caller moves on), else through the
+        context, which moves on by itself.
+        """
+        context = branch.context
+        while branch.hops:
+            dest = branch.hops.pop(0)
+            last = not branch.hops
+            base = branch.base if branch.base is not None else branch.request
+            request = base if last else base.copy()
+            if not last and branch.base is None:
+                branch.base = base
+            dest = self._size_transport(dest, branch.hop_transport, request)
+            try:
+                interface = self._interface_for(dest)
+            except SIPError as error:
+                failure = (error.status, error.reason)
+                continue
+            self._record_route(request, interface, context.server.source)
+            dest = dest._replace(local=interface.name)
+            branch_id = self._new_branch(context.request)
+            request.insert_first("via", f"SIP/2.0/{dest.transport.upper()} {interface.sent_by()};branch={branch_id}")
+            if last:
+                branch.base = None
+            branch.request = request
+            txn = self.layer.new_client(request, branch_id, dest, self)
+            txn.user_data = branch
+            branch.txn = txn
+            if request.method == "INVITE":
+                if branch.timer_c is not None:
+                    branch.timer_c.cancel()
+                branch.timer_c = self._arm_timer_c(branch, now)
+                if context.fail_silent and context.silent_after is not None:
+                    if branch.silence_timer is not None:
+                        branch.silence_timer.cancel()
+                    branch.silence_timer = self._arm_silence(branch, now + context.silent_after)
+            if self.debug_enabled:
+                log.debug("send {dest}\n{text}", dest=dest, text=request.header_text())
+            txn.start(now)
+            return True
+        status, reason = failure or (503, "Service Unavailable (no usable destination)")
+        if initial:
+            context.branches.remove(branch)
+            return self._unroutable(context, branch.target, branch.request, SIPError(status, reason))
+        context.branch_failed(branch, status, reason, now)
+        return False
+
+    def next_destination(self, branch: Branch, status: int, reason: str, now: float) -> bool:
+        """RFC 3263 4.3: after a transport error, a timeout or a 503, try the
+        hop's next destination within the same branch. False: none left."""
+        if not branch.hops or branch.done or branch.provisional or branch.cancel_wanted:
+            return False
+        context = branch.context
+        if context.cancelled or context.final_sent:
+            return False
+        previous = branch.txn
+        if self.info_enabled and previous is not None:
+            dest = previous.destination
+            log.info(
+                "{transport}:{host}:{port} failed ({status} {reason}); trying the next destination (Call-ID {call_id})",
+                transport=dest.transport,
+                host=dest.host,
+                port=dest.port,
+                status=status,
+                reason=reason,
+                call_id=context.request.get("call-id"),
+            )
+        self._attempt(branch, now, (status, reason))
         return True
 
     def _forward_ack(self, request: Request, source: Destination, now: float) -> None:
@@ -446,10 +540,29 @@ class ProxyCore(Forwarding, BranchControl):
             self._preprocess_route(request)
             if not request.has("route") and self._is_ours(request.uri):
                 return
-            dest, interface = self._prepare(request, Target(request.uri_text), source)
+            hop = self._prepare(request, Target(request.uri_text))
+            located = self._locate_hop(hop)
         except SIPError as error:
             log.info("dropped ACK: {reason}", reason=error.reason)
             return
+        if isinstance(located, list):
+            self._send_ack(request, located)
+        else:
+            located.addCallbacks(lambda hops: self._send_ack(request, hops), self._ack_not_located)
+
+    def _ack_not_located(self, failure: Any) -> None:
+        log.info("dropped ACK: {reason}", reason=failure.getErrorMessage())
+
+    def _send_ack(self, request: Request, hops: list[Destination]) -> None:
+        if not hops:
+            return
+        dest = hops[0]
+        try:
+            interface = self._interface_for(dest)
+        except SIPError as error:
+            log.info("dropped ACK: {reason}", reason=error.reason)
+            return
+        dest = dest._replace(local=interface.name)
         request.insert_first(
             "via", f"SIP/2.0/{dest.transport.upper()} {interface.sent_by()};branch={self._new_branch(request)}"
         )

@@ -20,15 +20,18 @@ MAGIC_COOKIE = "z9hG4bK"
 
 
 class Destination(NamedTuple):
-    """Where bytes go: transport ("udp", "tcp"), host, port; ``connection``,
+    """Where bytes go: transport ("udp", "tcp", "tls"), host, port; ``connection``,
     a handle of the I/O layer for a stream to reuse; ``local``, the name of
-    the listener to send from (its address is the one in our Via)."""
+    the listener to send from (its address is the one in our Via);
+    ``server_name``, for TLS the SIP domain or host name the peer's
+    certificate must carry (RFC 5922) when ``host`` was resolved from it."""
 
     transport: str
     host: str
     port: int
     connection: object | None = None
     local: str | None = None
+    server_name: str | None = None
 
     @property
     def reliable(self) -> bool:
