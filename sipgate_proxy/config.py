@@ -13,35 +13,18 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .config_base import ConfigError as ConfigError
+from .config_base import Table, ip_address
+from .config_base import type_name as type_name
+from .config_tls import TlsClientSettings, TlsServerSettings, client_tls, listener_tls, reject_tls_keys
 from .security.admission import AdmissionSettings
 from .security.flood import FloodSettings
 from .security.peers import TrustedPeer
 
-if TYPE_CHECKING:
-    from .config_tls import TlsClientSettings, TlsServerSettings
-
 TRANSPORTS = ("udp", "tcp", "tls")
 LOG_LEVELS = ("debug", "info", "warn", "error")
-
-
-class ConfigError(Exception):
-    """A config value is wrong: ``file: key: what was expected``."""
-
-    def __init__(self, key: str, message: str, path: str | None = None) -> None:
-        self.key = key
-        self.message = message
-        self.path = path
-        super().__init__(self._text())
-
-    def _text(self) -> str:
-        where = f"{self.path}: " if self.path else ""
-        return f"{where}{self.key}: {self.message}"
-
-    def with_path(self, path: str) -> ConfigError:
-        """The same error, naming ``path`` as the file."""
-        return ConfigError(self.key, self.message, path)
 
 
 class RouterTable(dict[str, Any]):
@@ -148,23 +131,8 @@ class Config:
     routing: RoutingSettings = RoutingSettings()
     dns: DnsSettings = DnsSettings()
     security: SecuritySettings = SecuritySettings()
-    #: outbound TLS: trust roots, per-trunk identities and client certificates (None: defaults)
-    tls: TlsClientSettings | None = None
-
-
-# -- typed readers -----------------------------------------------------------
-
-
-def type_name(value: object) -> str:
-    """How a config error names the type of a wrong value ("a boolean")."""
-    return {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "a list",
-        dict: "a table",
-    }.get(type(value), type(value).__name__)
+    #: outbound TLS: trust roots, per-trunk identities and client certificates
+    tls: TlsClientSettings = field(default_factory=TlsClientSettings)
 
 
 def check_hop_uri(value: str, key: str) -> str:
@@ -184,91 +152,7 @@ def check_hop_uri(value: str, key: str) -> str:
     return value
 
 
-class _Table:
-    """Reads one TOML table, tracking which keys were used."""
-
-    def __init__(self, data: Mapping[str, Any], prefix: str) -> None:
-        self.data = data
-        self.prefix = prefix
-        self.used: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}.{name}" if self.prefix else name
-
-    def _get(self, name: str) -> Any:
-        self.used.add(name)
-        return self.data.get(name)
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self._get(name)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            raise ConfigError(self.key(name), f"expected true or false, got {type_name(value)}")
-        return value
-
-    def integer(self, name: str, default: int, low: int, high: int) -> int:
-        value = self._get(name)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(self.key(name), f"expected an integer, got {type_name(value)}")
-        if not low <= value <= high:
-            raise ConfigError(self.key(name), f"expected an integer from {low} to {high}, got {value}")
-        return value
-
-    def number(self, name: str, default: float, low: float, high: float) -> float:
-        value = self._get(name)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(self.key(name), f"expected a number of seconds, got {type_name(value)}")
-        if not low <= value <= high:
-            raise ConfigError(self.key(name), f"expected a number from {low} to {high}, got {value}")
-        return float(value)
-
-    def string(self, name: str, default: str | None, choices: tuple[str, ...] = ()) -> str | None:
-        value = self._get(name)
-        if value is None:
-            return default
-        if not isinstance(value, str):
-            raise ConfigError(self.key(name), f"expected a string, got {type_name(value)}")
-        if choices and value not in choices:
-            raise ConfigError(self.key(name), f"expected one of {', '.join(choices)}, got {value!r}")
-        return value
-
-    def strings(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        value = self._get(name)
-        if value is None:
-            return default
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(self.key(name), "expected a list of strings")
-        return tuple(value)
-
-    def table(self, name: str) -> _Table:
-        value = self._get(name)
-        if value is None:
-            value = {}
-        if not isinstance(value, dict):
-            raise ConfigError(self.key(name), f"expected a table, got {type_name(value)}")
-        return _Table(value, self.key(name))
-
-    def finish(self) -> None:
-        for name in self.data:
-            if name not in self.used:
-                raise ConfigError(self.key(name), "unknown key")
-
-
-def _ip(value: str, key: str) -> str:
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        raise ConfigError(key, f"expected an IP address, got {value!r}") from None
-
-
 def _listeners(raw: Any, base: Path) -> tuple[Listener, ...]:
-    from .config_tls import listener_tls, reject_tls_keys
-
     if raw is None:
         return DEFAULT_LISTENERS
     if not isinstance(raw, list) or not raw:
@@ -279,11 +163,11 @@ def _listeners(raw: Any, base: Path) -> tuple[Listener, ...]:
         prefix = f"listen[{index}]"
         if not isinstance(item, dict):
             raise ConfigError(prefix, "expected a table")
-        table = _Table(item, prefix)
+        table = Table(item, prefix)
         transport = table.string("transport", None, TRANSPORTS)
         if transport is None:
             raise ConfigError(table.key("transport"), f"required: one of {', '.join(TRANSPORTS)}")
-        address = _ip(table.string("address", "127.0.0.1") or "", table.key("address"))
+        address = ip_address(table.string("address", "127.0.0.1") or "", table.key("address"))
         port = table.integer("port", 5060, 0, 65535)
         advertise = table.string("advertise", None)
         advertise_port = table.integer("advertise_port", 0, 0, 65535) or None
@@ -310,7 +194,7 @@ def _trusted(raw: Any) -> tuple[TrustedPeer, ...]:
         prefix = f"trusted[{index}]"
         if not isinstance(item, dict):
             raise ConfigError(prefix, "expected a table with cidr and tag")
-        table = _Table(item, prefix)
+        table = Table(item, prefix)
         cidr = table.string("cidr", None)
         if cidr is None:
             raise ConfigError(table.key("cidr"), "required: a network such as '192.0.2.0/24'")
@@ -335,7 +219,7 @@ def parse_config(data: Mapping[str, Any], path: str = "<config>") -> Config:
 
 
 def _parse(data: Mapping[str, Any], path: str) -> Config:
-    root = _Table(data, "")
+    root = Table(data, "")
 
     proxy_t = root.table("proxy")
     proxy = ProxySettings(
@@ -344,8 +228,6 @@ def _parse(data: Mapping[str, Any], path: str) -> Config:
         server=proxy_t.string("server", "sipgate-proxy") or "sipgate-proxy",
     )
     proxy_t.finish()
-
-    from .config_tls import client_tls
 
     base_dir = Path(path).parent
     root.used.add("listen")
@@ -390,7 +272,7 @@ def _parse(data: Mapping[str, Any], path: str) -> Config:
         hosts_t.used.add(name)
         if not isinstance(address, str):
             raise ConfigError(hosts_t.key(name), "expected an IP address string")
-        hosts[name.lower()] = _ip(address, hosts_t.key(name))
+        hosts[name.lower()] = ip_address(address, hosts_t.key(name))
     dns_t.finish()
     dns = DnsSettings(hosts=hosts, mode=mode)
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, _Table
+from .config_base import ConfigError, Table
 
 CLIENT_CERT_MODES = ("none", "optional", "required")
 MIN_VERSIONS = ("1.2", "1.3")
@@ -101,7 +101,7 @@ class TlsClientSettings:
         return fallback
 
 
-def _file(table: _Table, name: str, base: Path, required: bool = False) -> str | None:
+def _file(table: Table, name: str, base: Path, required: bool = False) -> str | None:
     value = table.string(name, None)
     if value is None:
         if required:
@@ -113,7 +113,7 @@ def _file(table: _Table, name: str, base: Path, required: bool = False) -> str |
     return str(path)
 
 
-def _certificate(table: _Table, base: Path, names: tuple[str, ...] = ()) -> CertificateFiles:
+def _certificate(table: Table, base: Path, names: tuple[str, ...] = ()) -> CertificateFiles:
     from .transport.tls import TlsSetupError, check_certificate
 
     cert = _file(table, "cert", base, required=True)
@@ -126,7 +126,7 @@ def _certificate(table: _Table, base: Path, names: tuple[str, ...] = ()) -> Cert
     return CertificateFiles(cert, key, names)
 
 
-def _ca_file(table: _Table, name: str, base: Path) -> str | None:
+def _ca_file(table: Table, name: str, base: Path) -> str | None:
     from .transport.tls import TlsSetupError, check_ca_file
 
     path = _file(table, name, base)
@@ -138,7 +138,7 @@ def _ca_file(table: _Table, name: str, base: Path) -> str | None:
     return path
 
 
-def _ciphers(table: _Table) -> str | None:
+def _ciphers(table: Table) -> str | None:
     from .transport.tls import TlsSetupError, check_ciphers
 
     ciphers = table.string("ciphers", None)
@@ -150,7 +150,7 @@ def _ciphers(table: _Table) -> str | None:
     return ciphers
 
 
-def listener_tls(table: _Table, base: Path) -> TlsServerSettings:
+def listener_tls(table: Table, base: Path) -> TlsServerSettings:
     """The TLS keys of one ``[[listen]]`` table with ``transport = "tls"``."""
     certificates = [_certificate(table, base)]
     raw = table._get("sni")
@@ -160,7 +160,7 @@ def listener_tls(table: _Table, base: Path) -> TlsServerSettings:
         for index, item in enumerate(raw):
             if not isinstance(item, dict):
                 raise ConfigError(f"{table.key('sni')}[{index}]", "expected a table with names, cert and key")
-            sni = _Table(item, f"{table.key('sni')}[{index}]")
+            sni = Table(item, f"{table.key('sni')}[{index}]")
             names = tuple(name.lower().rstrip(".") for name in sni.strings("names", ()))
             if not names:
                 raise ConfigError(sni.key("names"), "required: the server names this certificate answers")
@@ -179,7 +179,7 @@ def listener_tls(table: _Table, base: Path) -> TlsServerSettings:
     )
 
 
-def reject_tls_keys(table: _Table, transport: str) -> None:
+def reject_tls_keys(table: Table, transport: str) -> None:
     """TLS keys on a UDP or TCP listener are a mistake worth naming."""
     for name in ("cert", "key", "sni", "client_cert", "client_ca", "ciphers", "min_version"):
         if name in table.data:
@@ -188,7 +188,7 @@ def reject_tls_keys(table: _Table, transport: str) -> None:
 
 def client_tls(raw: Any, base: Path) -> TlsClientSettings:
     """The ``[tls]`` table."""
-    table = _Table(raw if raw is not None else {}, "tls")
+    table = Table(raw if raw is not None else {}, "tls")
     if not isinstance(table.data, dict):
         raise ConfigError("tls", "expected a table")
     ca_file = _ca_file(table, "ca_file", base)
@@ -206,7 +206,7 @@ def client_tls(raw: Any, base: Path) -> TlsClientSettings:
             prefix = f"tls.peers[{index}]"
             if not isinstance(item, dict):
                 raise ConfigError(prefix, "expected a table with host")
-            peer_t = _Table(item, prefix)
+            peer_t = Table(item, prefix)
             host = peer_t.string("host", None)
             if not host:
                 raise ConfigError(peer_t.key("host"), "required: the next hop's host name or IP address")

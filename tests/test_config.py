@@ -217,9 +217,9 @@ ERRORS = [
         "bad transport",
         '[[listen]]\ntransport = "sctp"\n',
         "listen[0].transport",
-        "expected one of udp, tcp, got 'sctp'",
+        "expected one of udp, tcp, tls, got 'sctp'",
     ),
-    ("missing transport", "[[listen]]\nport = 5060\n", "listen[0].transport", "required: one of udp, tcp"),
+    ("missing transport", "[[listen]]\nport = 5060\n", "listen[0].transport", "required: one of udp, tcp, tls"),
     (
         "duplicate listener",
         '[[listen]]\ntransport = "udp"\nport = 5060\n[[listen]]\ntransport = "tcp"\n[[listen]]\ntransport = "udp"\n',
