@@ -22,6 +22,7 @@ from .sip.parser import ParseError, ParseLimits
 from .sip.proxy import CoreSettings, Interface, ProxyCore, Router
 from .sip.transaction import Destination, TimerValues
 from .transport.stream import ConnectionTable
+from .transport.tls import ClientTLSCache, ServerTLS, TlsSetupError
 from .transport.udp import SIPDatagramProtocol
 
 log = Logger(namespace="sipgate_proxy.service")
@@ -86,7 +87,12 @@ class ProxyService(Service):
             self._connection_failed,
             idle_timeout=limits.tcp_idle_timeout,
             max_connections=limits.max_connections,
+            handshake_timeout=config.tls.handshake_timeout,
         )
+        self.tls_clients = ClientTLSCache(config.tls)
+        self.connections.tls_client = self._tls_client
+        #: the TLS contexts of each TLS listener, by listener name (replaced on reload)
+        self.server_tls: dict[str, ServerTLS] = {}
         self._timer: DelayedCall | None = None
         self._udp_ports: list[Any] = []
         self.flood = FloodGuard(config.security.flood)
@@ -112,6 +118,12 @@ class ProxyService(Service):
                     if hasattr(port, "doRead"):
                         self._udp_ports.append(port)
                     _grow_buffers(port, self.config.limits.udp_buffer)
+                elif listener.transport == "tls":
+                    assert listener.tls is not None
+                    server_tls = self._make_server_tls(listener.tls, index)
+                    self.server_tls[name] = server_tls
+                    factory = self.connections.inbound_factory(name, "tls", server_tls)
+                    port = reactor.listenTCP(listener.port, factory, backlog=1024, interface=listener.address)
                 else:
                     factory = self.connections.inbound_factory(name)
                     port = reactor.listenTCP(listener.port, factory, backlog=1024, interface=listener.address)
@@ -164,6 +176,31 @@ class ProxyService(Service):
         self.core = core
         self._start_routers(self.router, None, keep_state=True)
 
+    def _make_server_tls(self, settings: Any, index: int) -> ServerTLS:
+        try:
+            return ServerTLS(settings)
+        except TlsSetupError as error:
+            raise SystemExit(f"sipgate-proxy: {self.config.path}: listen[{index}]: {error.reason}") from None
+
+    def _tls_client(self, host: str, port: int, server_name: str | None) -> Any:
+        return self.tls_clients.creator(host, port, server_name)
+
+    def _reload_tls(self, config: Config) -> None:
+        """New certificates for the TLS listeners and new outbound TLS settings.
+
+        Everything is loaded before anything is replaced; established
+        connections keep the context they were made with."""
+        fresh: list[tuple[ServerTLS, ServerTLS]] = []
+        for listener in config.listeners:
+            name = f"{listener.transport}:{listener.address}:{listener.port}"
+            current = self.server_tls.get(name)
+            if current is not None and listener.tls is not None:
+                fresh.append((current, ServerTLS(listener.tls)))
+        clients = ClientTLSCache(config.tls)
+        for current, new in fresh:
+            current.default, current.by_name = new.default, new.by_name
+        self.tls_clients = clients
+
     def stopService(self) -> Any:
         super().stopService()
         self._stop_routers(self.router)
@@ -191,13 +228,19 @@ class ProxyService(Service):
             config = load_config(path)
             routing = config.routing
             chain = build_chain(routing.routers, routing.tables, routing.plugin_dirs, self.reactor)
+            self._reload_tls(config)
+        except TlsSetupError as error:
+            log.error("reload failed, routing and certificates unchanged: {error}", error=error.reason)
+            return False
         except ConfigError as error:
             log.error("reload failed, routing unchanged: {error}", error=str(error.with_path(path)))
             return False
         except Exception:
             log.failure("reload failed, routing unchanged")
             return False
-        if config.listeners != self.config.listeners or config.timers != self.config.timers:
+        listen_before = [replace(listener, tls=None) for listener in self.config.listeners]
+        listen_now = [replace(listener, tls=None) for listener in config.listeners]
+        if listen_before != listen_now or config.timers != self.config.timers:
             log.warn("reload: listen and timer changes take effect at the next restart")
         if keep_state is None:
             keep_state = config.routing.keep_state_on_reload
@@ -207,9 +250,13 @@ class ProxyService(Service):
         if self.core is not None:
             self.core.router = chain
         self._stop_routers(old)
-        self.config = replace(self.config, routing=config.routing, dns=config.dns)
+        self.config = replace(self.config, routing=config.routing, dns=config.dns, tls=config.tls)
         self._resolved.update(config.dns.hosts)
-        log.info("routing reloaded: {routers}", routers=", ".join(routing.routers))
+        log.info(
+            "routing reloaded: {routers}; certificates of {count} TLS listener(s) reloaded",
+            routers=", ".join(routing.routers),
+            count=len(self.server_tls),
+        )
         return True
 
     def _start_routers(self, chain: Any, previous: Any, keep_state: bool) -> None:
