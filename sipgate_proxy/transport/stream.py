@@ -50,6 +50,8 @@ class SIPStreamProtocol(Protocol, TimeoutMixin):
         self.closed = False
         self.handshake_done = transport != "tls"
         self.refused: str | None = None
+        #: any bytes from the peer yet (an outbound stream that closes before is a failed destination)
+        self.received_any = False
         self._handshake_timer: Any = None
         self._pings = 0
 
@@ -78,7 +80,9 @@ class SIPStreamProtocol(Protocol, TimeoutMixin):
         self.pending.clear()
 
     def handshakeCompleted(self) -> None:
-        self.handshake_done = True
+        # also called after the identity check refused the peer and aborted
+        if self.refused is None:
+            self.handshake_done = True
         self._stop_handshake_timer()
 
     def tls_refused(self, reason: str) -> None:
@@ -106,6 +110,7 @@ class SIPStreamProtocol(Protocol, TimeoutMixin):
         self._t().write(data)
 
     def dataReceived(self, data: bytes) -> None:
+        self.received_any = True
         self.resetTimeout()
         framer = self.framer
         try:
@@ -146,7 +151,12 @@ class SIPStreamProtocol(Protocol, TimeoutMixin):
         self.setTimeout(None)
         self._stop_handshake_timer()
         self.table.remove(self)
-        if not self.handshake_done:
+        if not self.handshake_done or (
+            self.transport_name == "tls" and self.destination is not None and not self.received_any
+        ):
+            # with TLS 1.3 a server refuses our certificate (or its absence)
+            # only after our side of the handshake is done: an outbound TLS
+            # connection that closes before the peer said anything failed too
             why = self.refused or _tls_reason(reason)
             if self.destination is not None:
                 log.warn(

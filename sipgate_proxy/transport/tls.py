@@ -103,8 +103,33 @@ def check_ciphers(ciphers: str) -> None:
     _base_context("1.2", ciphers)
 
 
+#: OpenSSL X509_V_ERR_* codes worth a plain word in the log
+_VERIFY_ERRORS = {
+    2: "issuer certificate not found",
+    7: "certificate signature failure",
+    9: "certificate is not yet valid",
+    10: "certificate has expired",
+    18: "self-signed certificate",
+    19: "self-signed certificate in the chain",
+    20: "unable to get local issuer certificate (not signed by a trusted CA)",
+    21: "unable to verify the first certificate",
+    23: "certificate revoked",
+    26: "unsupported certificate purpose",
+}
+
+
 def _accept_verified(connection: Any, cert: Any, errno: int, depth: int, ok: int) -> bool:
-    # OpenSSL's own chain verdict (trusted root, validity period) decides
+    # OpenSSL's own chain verdict (trusted root, validity period) decides;
+    # a refusal is told to the connection so that the log can say why
+    if not ok:
+        reason = _VERIFY_ERRORS.get(errno, f"certificate verify error {errno}")
+        subject = cert.get_subject().CN if cert is not None else None
+        if subject:
+            reason = f"{reason} ({subject})"
+        protocol = connection.get_app_data()
+        wrapped = getattr(protocol, "wrappedProtocol", None)
+        if wrapped is not None and hasattr(wrapped, "tls_refused") and getattr(wrapped, "refused", None) is None:
+            wrapped.tls_refused(reason)
     return bool(ok)
 
 
