@@ -89,8 +89,17 @@ class LogSettings:
 class DnsSettings:
     #: names answered without asking DNS (like /etc/hosts)
     hosts: Mapping[str, str] = field(default_factory=dict)
-    #: "system": other names through the system resolver; "hosts": never ask
+    #: "system": other names through DNS (``servers``, else /etc/resolv.conf); "hosts": never ask
     mode: str = "system"
+    #: DNS servers to ask (host, port); empty: those of /etc/resolv.conf
+    servers: tuple[tuple[str, int], ...] = ()
+    #: seconds one query may take, all retries included
+    timeout: float = 5.0
+    #: answers are kept as long as their TTL says, within these bounds (seconds)
+    min_ttl: float = 0.0
+    max_ttl: float = 3600.0
+    #: how long "no such name" / "no such record" is remembered
+    negative_ttl: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +159,25 @@ def check_hop_uri(value: str, key: str) -> str:
     if hop.transport not in (None, "udp", "tcp", "tls"):
         raise ConfigError(key, f"unknown transport {hop.transport!r}")
     return value
+
+
+def _dns_server(text: str, key: str) -> tuple[str, int]:
+    """``"192.0.2.53"``, ``"192.0.2.53:5353"`` or ``"[2001:db8::53]:53"``."""
+    host, port = text, 53
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest.startswith(":"):
+            port = _port(rest[1:], key, text)
+    elif text.count(":") == 1:
+        host, _, rest = text.partition(":")
+        port = _port(rest, key, text)
+    return ip_address(host, key), port
+
+
+def _port(text: str, key: str, whole: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ConfigError(key, f"expected an address such as '192.0.2.53' or '192.0.2.53:5353', got {whole!r}")
+    return int(text)
 
 
 def _listeners(raw: Any, base: Path) -> tuple[Listener, ...]:
@@ -273,8 +301,19 @@ def _parse(data: Mapping[str, Any], path: str) -> Config:
         if not isinstance(address, str):
             raise ConfigError(hosts_t.key(name), "expected an IP address string")
         hosts[name.lower()] = ip_address(address, hosts_t.key(name))
+    servers = tuple(_dns_server(text, f"dns.servers[{i}]") for i, text in enumerate(dns_t.strings("servers", ())))
+    dns = DnsSettings(
+        hosts=hosts,
+        mode=mode,
+        servers=servers,
+        timeout=dns_t.number("timeout", 5.0, 0.1, 60.0),
+        min_ttl=dns_t.number("min_ttl", 0.0, 0.0, 86400.0),
+        max_ttl=dns_t.number("max_ttl", 3600.0, 0.0, 7 * 86400.0),
+        negative_ttl=dns_t.number("negative_ttl", 30.0, 0.0, 86400.0),
+    )
+    if dns.max_ttl < dns.min_ttl:
+        raise ConfigError("dns.max_ttl", f"expected at least min_ttl ({dns.min_ttl}), got {dns.max_ttl}")
     dns_t.finish()
-    dns = DnsSettings(hosts=hosts, mode=mode)
 
     security_t = root.table("security")
     flood = FloodSettings(

@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from twisted.application.service import Service
+from twisted.internet import defer
 from twisted.internet.base import DelayedCall
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
@@ -17,10 +18,12 @@ from .config import Config, ConfigError, load_config
 from .routing.plugins import build_chain
 from .security.flood import FloodGuard
 from .security.peers import TrustedPeers
+from .sip.forwarding import NextHop
 from .sip.message import Message, Response
 from .sip.parser import ParseError, ParseLimits
 from .sip.proxy import CoreSettings, Interface, ProxyCore, Router
 from .sip.transaction import Destination, TimerValues
+from .transport.resolve import Hop, LookupFailed, ServerLocator, make_resolver
 from .transport.stream import ConnectionTable
 from .transport.tls import ClientTLSCache, ServerTLS, TlsSetupError
 from .transport.udp import SIPDatagramProtocol
@@ -65,7 +68,11 @@ def _is_ip(host: str) -> bool:
 class ProxyService(Service):
     """The running proxy: sockets, timers and the sans-IO core."""
 
-    def __init__(self, config: Config, reactor: Any, router: Any = None, install_signals: bool = False) -> None:
+    def __init__(
+        self, config: Config, reactor: Any, router: Any = None, install_signals: bool = False, resolver: Any = None
+    ) -> None:
+        #: an IResolver for server location instead of the one [dns] describes (tests)
+        self.resolver = resolver
         self.install_signals = install_signals
         self.config = config
         self.reactor = reactor
@@ -98,7 +105,10 @@ class ProxyService(Service):
         self.flood = FloodGuard(config.security.flood)
         self.trusted = TrustedPeers(config.security.trusted)
         self._logged_bans: set[str] = set()
-        self._resolved: dict[str, str] = dict(config.dns.hosts)
+        #: names sent to outside the core (Via sent-by, probes) and the address used, so a
+        #: transport error on the address reaches the transactions that know the name
+        self._resolved: dict[str, str] = {}
+        self.locator = self._make_locator(config)
 
     # -- start and stop ----------------------------------------------------
 
@@ -173,8 +183,42 @@ class ProxyService(Service):
         core.info_enabled = level in ("debug", "info")
         core.debug_enabled = level == "debug"
         core.on_wakeup = self._rearm
+        core.locate = self._locate
         self.core = core
         self._start_routers(self.router, None, keep_state=True)
+
+    # -- server location (RFC 3263) ----------------------------------------
+
+    def _make_locator(self, config: Config) -> ServerLocator:
+        settings = config.dns
+        resolver: Any = None
+        if settings.mode != "hosts":
+            if self.resolver is not None:
+                resolver = self.resolver
+            elif settings.servers:
+                resolver = make_resolver(list(settings.servers), settings.timeout, reactor=self.reactor)
+            else:
+                resolver = _SystemResolver()
+        return ServerLocator(
+            self.reactor,
+            resolver,
+            hosts=settings.hosts,
+            transports={listener.transport for listener in config.listeners},
+            min_ttl=settings.min_ttl,
+            max_ttl=settings.max_ttl,
+            negative_ttl=settings.negative_ttl,
+            query_timeout=settings.timeout,
+        )
+
+    def _locate(self, hop: NextHop) -> Any:
+        """The core's server location: destinations now, or a Deferred of them."""
+        try:
+            result = self.locator.locate(hop.host, hop.port, hop.transport, hop.secure)
+        except LookupFailed as error:
+            return defer.fail(error)
+        if isinstance(result, list):
+            return _destinations(result, hop.host)
+        return result.addCallback(_destinations, hop.host)
 
     def _make_server_tls(self, settings: Any, index: int) -> ServerTLS:
         try:
@@ -251,7 +295,8 @@ class ProxyService(Service):
             self.core.router = chain
         self._stop_routers(old)
         self.config = replace(self.config, routing=config.routing, dns=config.dns, tls=config.tls)
-        self._resolved.update(config.dns.hosts)
+        # new [dns] settings (and listeners' transports) apply to new lookups
+        self.locator = self._make_locator(config)
         log.info(
             "routing reloaded: {routers}; certificates of {count} TLS listener(s) reloaded",
             routers=", ".join(routing.routers),
@@ -372,11 +417,8 @@ class ProxyService(Service):
     def _transmit(self, data: bytes, destination: Destination) -> None:
         host = destination.host
         if not _is_ip(host):
-            cached = self._resolved.get(host.lower())
-            if cached is None:
-                self._resolve_then_send(data, destination)
-                return
-            destination = destination._replace(host=cached)
+            self._send_to_name(data, destination)
+            return
         if destination.transport == "udp":
             protocol = self.udp.get(destination.local or "")
             if protocol is None:
@@ -388,18 +430,53 @@ class ProxyService(Service):
         else:
             self.connections.send(data, destination, destination.local or "")
 
-    def _resolve_then_send(self, data: bytes, destination: Destination) -> None:
-        if self.config.dns.mode == "hosts":
-            log.info("cannot resolve {host}: not in [dns] hosts", host=destination.host)
+    def _send_to_name(self, data: bytes, destination: Destination) -> None:
+        """A response to a Via sent-by name or a probe to a named server: A/AAAA
+        of the name (the port is known), from the locator's cache when it can."""
+        name = destination.host
+
+        def send(hops: list[Hop]) -> None:
+            hop = hops[0]
+            if len(self._resolved) > 10_000:
+                self._resolved.clear()
+            self._resolved[name.lower()] = hop.host
+            tls_name = destination.server_name or (name if destination.transport == "tls" else None)
+            self._transmit(data, destination._replace(host=hop.host, port=hop.port, server_name=tls_name))
+
+        def failed(reason: str) -> None:
+            log.info("cannot resolve {host}: {reason}", host=name, reason=reason)
             self._connection_failed(destination)
+
+        try:
+            result = self.locator.locate(name, destination.port, destination.transport, False)
+        except LookupFailed as error:
+            failed(error.reason)
             return
+        if isinstance(result, list):
+            send(result)
+            return
+        result.addCallbacks(send, lambda failure: failed(getattr(failure.value, "reason", failure.getErrorMessage())))
+        result.addErrback(lambda failure: log.failure("sending to {host} failed", failure=failure, host=name))
 
-        def resolved(address: str) -> None:
-            self._resolved[destination.host] = address
-            self._transmit(data, destination._replace(host=address))
 
-        def failed(failure: Any) -> None:
-            log.info("cannot resolve {host}: {reason}", host=destination.host, reason=failure.getErrorMessage())
-            self._connection_failed(destination)
+class _SystemResolver:
+    """/etc/hosts, then the servers of /etc/resolv.conf, made at the first query
+    (twisted.names re-reads resolv.conf on a timer from the moment it exists)."""
 
-        self.reactor.resolve(destination.host).addCallbacks(resolved, failed)
+    def __init__(self) -> None:
+        self._resolver: Any = None
+
+    def query(self, query: Any, timeout: Any = None) -> Any:
+        if self._resolver is None:
+            from twisted.names import client
+
+            self._resolver = client.createResolver()
+        return self._resolver.query(query, timeout)
+
+
+def _destinations(hops: list[Hop], uri_host: str) -> list[Destination]:
+    """Hops as the core's destinations; a TLS peer must prove the URI's host (RFC 5922)."""
+    return [
+        Destination(hop.transport, hop.host, hop.port, server_name=uri_host if hop.transport == "tls" else None)
+        for hop in hops
+    ]

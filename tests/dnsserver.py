@@ -37,8 +37,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.names import common, dns, error, server
+from twisted.python.failure import Failure
 
 Zone = Mapping[str, Sequence[Sequence[Any]] | str]
 
@@ -139,6 +141,45 @@ class ZoneAuthority(common.ResolverBase):
                 if target:
                     additional += self._rrs(target, dns.A) + self._rrs(target, dns.AAAA)
         return defer.succeed((answers, [], additional))
+
+
+class FakeResolver:
+    """An IResolver over a zone (through ZoneAuthority) that records queries as (name, TYPE).
+
+    NXDOMAIN comes back as DNSNameError, as from twisted.names.client. ``failures`` makes a
+    (name, TYPE) fail with the exception given; ``hold`` keeps answers until ``release()``.
+    """
+
+    def __init__(self, zone: dict[str, Any], *, glue: bool = False) -> None:
+        self.authority = ZoneAuthority(zone, glue=glue)
+        self.queries: list[tuple[str, str]] = []
+        self.failures: dict[tuple[str, str], Exception] = {}
+        self.hold = False
+        self.held: list[tuple[dns.Query, Deferred[Any]]] = []
+
+    def query(self, query: dns.Query, timeout: Any = None) -> Deferred[Any]:
+        key = (query.name.name.decode(), dns.QUERY_TYPES[query.type])
+        self.queries.append(key)
+        if key in self.failures:
+            return defer.fail(self.failures[key])
+        answer: Deferred[Any] = Deferred()
+        if self.hold:
+            self.held.append((query, answer))
+        else:
+            self._answer(query, answer)
+        return answer
+
+    def release(self) -> None:
+        held, self.held = self.held, []
+        for query, answer in held:
+            self._answer(query, answer)
+
+    def _answer(self, query: dns.Query, answer: Deferred[Any]) -> None:
+        def nxdomain(failure: Failure) -> None:
+            failure.trap(error.AuthoritativeDomainError)
+            raise error.DNSNameError(query.name.name)
+
+        self.authority.query(query).addErrback(nxdomain).chainDeferred(answer)
 
 
 class DNSPort:

@@ -6,7 +6,7 @@ from typing import Any
 
 from twisted.application.service import IService
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionRefusedError, DNSLookupError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -17,6 +17,7 @@ from sipgate_proxy.service import ProxyService
 from sipgate_proxy.sip.message import Request
 from sipgate_proxy.sip.parser import parse_datagram
 from sipgate_proxy.transport.udp import SIPDatagramProtocol
+from tests.dnsserver import FakeResolver
 
 T1 = 0.5
 CALLER = ("192.0.2.5", 5061)
@@ -90,9 +91,10 @@ def config(**extra: Any) -> Any:
 class Running:
     """A started ProxyService whose UDP listener writes into a FakeUDPTransport."""
 
-    def __init__(self, **extra: Any) -> None:
+    def __init__(self, resolver: Any = None, **extra: Any) -> None:
         self.reactor = Reactor()
-        self.service = ProxyService(config(**extra), self.reactor)
+        # never the machine's resolver: a fake one unless a test brings its own
+        self.service = ProxyService(config(**extra), self.reactor, resolver=resolver or FakeResolver({}))
         self.service.startService()
         protocol = self.reactor.udpPorts[0][1]
         assert isinstance(protocol, SIPDatagramProtocol)
@@ -292,21 +294,25 @@ def test_waiting_datagrams_are_read_before_timers_fire() -> None:
 
 
 def test_dns_hosts_name_is_used_without_asking_the_resolver() -> None:
-    """A next hop named in [dns] hosts is sent to its address; reactor.resolve is not called."""
+    """A next hop named in [dns] hosts is sent to its address; DNS is not asked."""
+    resolver = FakeResolver({})
     run = Running(
         routes=[{"match": "^sip:bob@", "next_hop": "sip:gw.example.net:5070"}],
         dns={"hosts": {"gw.example.net": CALLEE[0]}},
+        resolver=resolver,
     )
     run.receive(invite())
     assert [addr for _, addr in run.requests(run.take())] == [CALLEE]
-    assert run.reactor.resolved == []
+    assert resolver.queries == [] and run.reactor.resolved == []
 
 
 def test_hosts_mode_unknown_name_fails_the_branch_without_resolving() -> None:
     """With [dns] mode='hosts' a name not in the table is not resolved; the branch fails and the caller gets 5xx."""
+    resolver = FakeResolver({})
     run = Running(
         routes=[{"match": "^sip:bob@", "next_hop": "sip:unknown.example.net:5070"}],
         dns={"mode": "hosts", "hosts": {"gw.example.net": CALLEE[0]}},
+        resolver=resolver,
     )
     run.receive(invite())
     written = run.take()
@@ -314,29 +320,60 @@ def test_hosts_mode_unknown_name_fails_the_branch_without_resolving() -> None:
     codes = run.statuses(written)
     assert codes[0] == 100
     assert len(codes) == 2 and 500 <= codes[1] < 600
-    assert run.reactor.resolved == []
+    assert resolver.queries == [] and run.reactor.resolved == []
 
 
-def test_system_mode_resolves_once_and_reuses_the_answer() -> None:
-    """A name outside [dns] hosts is resolved through reactor.resolve; the answer is cached for the next send."""
-    run = Running(routes=[{"match": "^sip:bob@", "next_hop": "sip:gw.example.net:5070"}])
-    run.reactor.answers["gw.example.net"] = succeed(CALLEE[0])
+def test_system_mode_resolves_once_and_reuses_the_answer_for_its_ttl() -> None:
+    """A name outside [dns] hosts is looked up in DNS (A, the port being given); the
+    answer serves the next call until its TTL runs out, then it is asked again."""
+    resolver = FakeResolver({"gw.example.net": [("A", CALLEE[0], 60)]})
+    run = Running(routes=[{"match": "^sip:bob@", "next_hop": "sip:gw.example.net:5070"}], resolver=resolver)
     run.receive(invite())
     assert [addr for _, addr in run.requests(run.take())] == [CALLEE]
     run.receive(invite(call_id="call-2", branch="z9hG4bKcaller2"))
     assert [addr for _, addr in run.requests(run.take())] == [CALLEE]
-    assert run.reactor.resolved == ["gw.example.net"]
+    asked = [query for query in resolver.queries if query[1] == "A"]
+    assert asked == [("gw.example.net", "A")]
+    run.reactor.advance(61)
+    run.take()  # retransmissions of the unanswered calls
+    run.receive(invite(call_id="call-3", branch="z9hG4bKcaller3"))
+    assert [addr for request, addr in run.requests(run.take()) if request.call_id == "call-3"] == [CALLEE]
+    assert [query for query in resolver.queries if query[1] == "A"] == [("gw.example.net", "A")] * 2
+    assert run.reactor.resolved == []
 
 
 def test_system_mode_failed_lookup_fails_the_branch() -> None:
-    """A lookup that fails ends the branch: the caller gets a 5xx and nothing is sent."""
-    run = Running(routes=[{"match": "^sip:bob@", "next_hop": "sip:nowhere.example.net:5070"}])
+    """A name DNS does not know ends the branch: the caller gets a 5xx and nothing is sent."""
+    resolver = FakeResolver({})
+    run = Running(routes=[{"match": "^sip:bob@", "next_hop": "sip:nowhere.example.net:5070"}], resolver=resolver)
     run.receive(invite())
     written = run.take()
     assert run.requests(written) == []
     codes = run.statuses(written)
     assert codes[0] == 100 and len(codes) == 2 and 500 <= codes[1] < 600
-    assert run.reactor.resolved == ["nowhere.example.net"]
+    assert ("nowhere.example.net", "A") in resolver.queries
+
+
+def test_srv_targets_are_tried_in_order_within_one_transaction() -> None:
+    """A domain with two SRV targets: the first one's transport error moves the INVITE to the second."""
+    resolver = FakeResolver(
+        {
+            "_sip._tcp.carrier.example": [
+                ("SRV", 10, 0, 5070, "a.carrier.example", 60),
+                ("SRV", 20, 0, 5071, "b.carrier.example", 60),
+            ],
+            "a.carrier.example": [("A", "192.0.2.31", 60)],
+            "b.carrier.example": [("A", "192.0.2.32", 60)],
+        }
+    )
+    run = Running(routes=[{"match": "^sip:bob@", "next_hop": "sip:carrier.example;transport=tcp"}], resolver=resolver)
+    run.receive(invite())
+    connects = [(host, port) for host, port, *_ in run.reactor.tcpClients]
+    assert connects == [("192.0.2.31", 5070)]
+    factory = run.reactor.tcpClients[0][2]
+    factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+    connects = [(host, port) for host, port, *_ in run.reactor.tcpClients]
+    assert connects == [("192.0.2.31", 5070), ("192.0.2.32", 5071)]
 
 
 def test_tcp_connect_failure_to_a_named_next_hop_fails_the_branch() -> None:

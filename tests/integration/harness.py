@@ -324,6 +324,8 @@ def proxy_config(
             f"port = {port}",
             "",
         ]
+    # names come from [dns] hosts only: tests never ask the machine's resolver
+    lines += ["[dns]", 'mode = "hosts"', ""]
     lines += [
         "[timers]",
         f"t1 = {float(t1)}",

@@ -29,7 +29,7 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest as trial
 
 from sipgate_proxy.transport.resolve import Hop, LookupFailed, ServerLocator, make_resolver
-from tests.dnsserver import ZoneAuthority, listen_dns
+from tests.dnsserver import FakeResolver, listen_dns
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,45 +57,6 @@ ZONE: dict[str, Any] = {
     # no NAPTR, no SRV: A/AAAA with the default port
     "plain.example.org": [("A", "203.0.113.5", 120), ("AAAA", "2001:db8::5", 60)],
 }
-
-
-class FakeResolver:
-    """An IResolver over a zone (through ZoneAuthority) that records queries as (name, TYPE).
-
-    NXDOMAIN comes back as DNSNameError, as from twisted.names.client. ``failures`` makes a
-    (name, TYPE) fail with the exception given; ``hold`` keeps answers until ``release()``.
-    """
-
-    def __init__(self, zone: dict[str, Any], *, glue: bool = False) -> None:
-        self.authority = ZoneAuthority(zone, glue=glue)
-        self.queries: list[tuple[str, str]] = []
-        self.failures: dict[tuple[str, str], Exception] = {}
-        self.hold = False
-        self.held: list[tuple[dns.Query, Deferred[Any]]] = []
-
-    def query(self, query: dns.Query, timeout: Any = None) -> Deferred[Any]:
-        key = (query.name.name.decode(), dns.QUERY_TYPES[query.type])
-        self.queries.append(key)
-        if key in self.failures:
-            return defer.fail(self.failures[key])
-        answer: Deferred[Any] = Deferred()
-        if self.hold:
-            self.held.append((query, answer))
-        else:
-            self._answer(query, answer)
-        return answer
-
-    def release(self) -> None:
-        held, self.held = self.held, []
-        for query, answer in held:
-            self._answer(query, answer)
-
-    def _answer(self, query: dns.Query, answer: Deferred[Any]) -> None:
-        def nxdomain(failure: Failure) -> None:
-            failure.trap(error.AuthoritativeDomainError)
-            raise error.DNSNameError(query.name.name)
-
-        self.authority.query(query).addErrback(nxdomain).chainDeferred(answer)
 
 
 def make(
