@@ -8,6 +8,7 @@ import socket
 from dataclasses import replace
 from typing import Any
 
+from service_identity import VerificationError
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.base import DelayedCall
@@ -18,14 +19,16 @@ from .config import Config, ConfigError, load_config
 from .routing.plugins import build_chain
 from .security.flood import FloodGuard
 from .security.peers import TrustedPeers
+from .sip.errors import SIPError
 from .sip.forwarding import NextHop
-from .sip.message import Message, Response
+from .sip.message import Message, Request, Response
 from .sip.parser import ParseError, ParseLimits
 from .sip.proxy import CoreSettings, Interface, ProxyCore, Router
+from .sip.settings import bare
 from .sip.transaction import Destination, TimerValues
 from .transport.resolve import Hop, LookupFailed, ServerLocator, make_resolver
-from .transport.stream import ConnectionTable
-from .transport.tls import ClientTLSCache, ServerTLS, TlsSetupError
+from .transport.stream import ConnectionTable, SIPStreamProtocol
+from .transport.tls import ClientTLSCache, ServerTLS, TlsSetupError, verify_identity
 from .transport.udp import SIPDatagramProtocol
 
 log = Logger(namespace="sipgate_proxy.service")
@@ -340,6 +343,8 @@ class ProxyService(Service):
         now = self.reactor.seconds()
         if self.flood.enabled and not isinstance(message, Response) and not self._flood_allows(source.host, now):
             return
+        if isinstance(message, Request) and source.transport == "tls":
+            self._alias(message, source)
         core.receive_message(message, source, now)
         self._rearm()
 
@@ -376,6 +381,39 @@ class ProxyService(Service):
             if address == destination.host and name != destination.host:
                 core.connection_failed(destination._replace(host=name), now)
         self._rearm()
+
+    def _alias(self, request: Request, source: Destination) -> None:
+        """RFC 5923: a TLS peer whose Via carries ``alias`` and whose verified
+        certificate names its sent-by host gets our requests for that host
+        and port over this connection instead of a new one."""
+        connection = source.connection
+        if not isinstance(connection, SIPStreamProtocol):
+            return
+        try:
+            via = request.top_via
+        except SIPError:
+            return
+        if via.param("alias") is None:
+            return
+        host = bare(via.host.lower())
+        port = via.port or 5061
+        cert = connection.peer_certificate()
+        if cert is None:
+            return
+        try:
+            verify_identity(cert, host)
+        except VerificationError:
+            log.info(
+                "ignoring alias {host}:{port} from {peer}: its certificate does not name {host}",
+                host=host,
+                port=port,
+                peer=source.host,
+            )
+            return
+        self.connections.alias(connection, host, port)
+        if not _is_ip(host):
+            # the name, proven by the certificate, is at the address we see
+            self.connections.alias(connection, source.host, port)
 
     # -- timers ------------------------------------------------------------
 

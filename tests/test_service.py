@@ -16,6 +16,8 @@ from sipgate_proxy.config import parse_config
 from sipgate_proxy.service import ProxyService
 from sipgate_proxy.sip.message import Request
 from sipgate_proxy.sip.parser import parse_datagram
+from sipgate_proxy.sip.transaction import Destination
+from sipgate_proxy.transport.stream import SIPStreamProtocol
 from sipgate_proxy.transport.udp import SIPDatagramProtocol
 from tests.dnsserver import FakeResolver
 
@@ -430,3 +432,54 @@ def test_trusted_peer_tag_reaches_the_routers() -> None:
     chain.route = spy  # type: ignore[method-assign]
     run.receive(invite())
     assert seen == ["carrier-a"]
+
+
+# -- RFC 5923 connection reuse -----------------------------------------------------
+
+
+class _TlsPeer(SIPStreamProtocol):
+    """An inbound TLS connection whose peer presented ``cert``."""
+
+    def __init__(self, table: Any, cert: Any) -> None:
+        super().__init__(table, "tls:127.0.0.1:5061", "tls")
+        self.cert = cert
+        self.peer = ("127.0.0.1", 40123)
+        self.handshake_done = True
+
+    def peer_certificate(self) -> Any:
+        return self.cert
+
+
+def _alias_request(sent_by: str) -> Request:
+    data = (
+        f"OPTIONS sip:127.0.0.1:5061 SIP/2.0\r\nVia: SIP/2.0/TLS {sent_by};branch=z9hG4bKalias;alias\r\n"
+        "From: <sip:carol@caller.test>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: alias-1\r\nCSeq: 1 OPTIONS\r\n"
+        "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    request = parse_datagram(data)
+    assert isinstance(request, Request)
+    return request
+
+
+def test_a_tls_alias_backed_by_the_certificate_makes_the_connection_reusable(tmp_path: Any) -> None:
+    """Via ;alias from a TLS peer whose certificate names its sent-by host: requests to
+    that host and port use the connection; without a matching certificate they do not."""
+    from OpenSSL import crypto
+
+    from tests.pki import make_ca
+
+    ca = make_ca(tmp_path)
+    issued = ca.issue(tmp_path, "carol", dns=["caller.test"], client=True)
+    cert = crypto.load_certificate(crypto.FILETYPE_PEM, issued.leaf_pem)
+    run = Running()
+    service = run.service
+    good = _TlsPeer(service.connections, cert)
+    source = Destination("tls", "127.0.0.1", 40123, good, good.local)
+    service._alias(_alias_request("caller.test:5099"), source)
+    assert service.connections.connection_to(Destination("tls", "caller.test", 5099)) is good
+    assert service.connections.connection_to(Destination("tls", "127.0.0.1", 5099)) is good
+    forged = _TlsPeer(service.connections, cert)
+    service._alias(_alias_request("bank.test:5098"), Destination("tls", "127.0.0.1", 40124, forged, forged.local))
+    assert service.connections.connection_to(Destination("tls", "bank.test", 5098)) is None
+    service.connections.remove(good)
+    assert service.connections.connection_to(Destination("tls", "caller.test", 5099)) is None

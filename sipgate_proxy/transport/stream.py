@@ -59,6 +59,17 @@ class SIPStreamProtocol(Protocol, TimeoutMixin):
     def key(self) -> tuple[str, str, int]:
         return (self.transport_name, self.peer[0], self.peer[1])
 
+    def peer_certificate(self) -> Any:
+        """The certificate the TLS peer presented (and OpenSSL verified), or None."""
+        transport = self.transport
+        getter = getattr(transport, "getPeerCertificate", None)
+        if self.transport_name != "tls" or getter is None or not self.handshake_done:
+            return None
+        try:
+            return getter()
+        except Exception:
+            return None
+
     def _t(self) -> Any:
         return self.transport
 
@@ -255,6 +266,7 @@ class ConnectionTable:
         self._by_peer: dict[tuple[str, str, int], SIPStreamProtocol] = {}
         self._pending: dict[tuple[str, str, int], SIPStreamProtocol] = {}
         self._all: set[SIPStreamProtocol] = set()
+        self._aliases: dict[SIPStreamProtocol, list[tuple[str, str, int]]] = {}
 
     def __len__(self) -> int:
         return len(self._all)
@@ -273,10 +285,20 @@ class ConnectionTable:
             self._pending.pop(_key(protocol.destination), None)
         self._pending.pop(protocol.key, None)
 
+    def alias(self, protocol: SIPStreamProtocol, host: str, port: int) -> None:
+        """RFC 5923: requests to ``host:port`` (the peer's Via sent-by) may use this connection."""
+        key = (protocol.transport_name, host, port)
+        if self._by_peer.get(key) is not protocol:
+            self._by_peer[key] = protocol
+            self._aliases.setdefault(protocol, []).append(key)
+
     def remove(self, protocol: SIPStreamProtocol) -> None:
         self._all.discard(protocol)
         if self._by_peer.get(protocol.key) is protocol:
             del self._by_peer[protocol.key]
+        for key in self._aliases.pop(protocol, ()):
+            if self._by_peer.get(key) is protocol:
+                del self._by_peer[key]
         if protocol.destination is not None and self._pending.get(_key(protocol.destination)) is protocol:
             del self._pending[_key(protocol.destination)]
 
