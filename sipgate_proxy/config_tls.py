@@ -122,7 +122,8 @@ def _certificate(table: Table, base: Path, names: tuple[str, ...] = ()) -> Certi
     try:
         check_certificate(cert, key)
     except TlsSetupError as error:
-        raise ConfigError(table.key("cert"), error.reason) from None
+        which = "key" if "private key" in error.reason else "cert"
+        raise ConfigError(table.key(which), error.reason) from None
     return CertificateFiles(cert, key, names)
 
 

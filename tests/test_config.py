@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -319,3 +321,89 @@ def test_config_error_without_path_and_with_path() -> None:
     named = error.with_path("a.toml")
     assert str(named) == "a.toml: routing.lcr.gateways: expected a list"
     assert (named.key, named.message, named.path) == ("routing.lcr.gateways", "expected a list", "a.toml")
+
+
+# -- TLS and DNS keys ------------------------------------------------------------
+
+
+def _tls_files(tmp_path: Any) -> tuple[str, str, str]:
+    from tests.pki import make_ca
+
+    ca = make_ca(tmp_path)
+    issued = ca.issue(tmp_path, "proxy", dns=["proxy.test"])
+    other = ca.issue(tmp_path, "other", dns=["other.test"])
+    return str(issued.cert), str(issued.key), str(other.key)
+
+
+def test_tls_listener_and_peers_are_read_with_their_files(tmp_path: Any) -> None:
+    """A TLS listener with SNI and client certificates and a [tls] peer load; paths are kept."""
+    cert, key, _ = _tls_files(tmp_path)
+    ca = str(tmp_path / "ca.pem")
+    text = f"""
+[[listen]]
+transport = "tls"
+port = 5061
+cert = "{cert}"
+key = "{key}"
+client_cert = "required"
+client_ca = "{ca}"
+min_version = "1.3"
+[[listen.sni]]
+names = ["Trunk.Test."]
+cert = "{cert}"
+key = "{key}"
+
+[tls]
+ca_file = "{ca}"
+[[tls.peers]]
+host = "GW.example.net"
+server_name = "carrier.example"
+cert = "{cert}"
+key = "{key}"
+"""
+    config = parse_config(tomllib.loads(text), "p.toml")
+    tls = config.listeners[0].tls
+    assert tls is not None and tls.client_cert == "required" and tls.min_version == "1.3"
+    assert [c.names for c in tls.certificates] == [(), ("trunk.test",)]
+    peer = config.tls.peer("gw.example.net", 5061)
+    assert peer is not None and peer.server_name == "carrier.example" and peer.cert == cert
+
+
+@pytest.mark.parametrize(
+    ("case", "key", "message"),
+    [
+        ("no cert", "listen[0].cert", "required for a TLS listener"),
+        ("missing file", "listen[0].cert", "no such file"),
+        ("key of another cert", "listen[0].key", "does not belong to certificate"),
+        ("client_ca missing", "listen[0].client_ca", "required with client_cert = 'required'"),
+        ("tls key on udp", "listen[0].cert", 'only for transport = "tls"'),
+        ("bad ciphers", "listen[0].ciphers", "no usable cipher"),
+        ("bad dns server", "dns.servers[0]", "expected an IP address"),
+        ("bad dns port", "dns.servers[0]", "expected an address such as"),
+    ],
+)
+def test_tls_and_dns_errors_name_file_and_key(tmp_path: Any, case: str, key: str, message: str) -> None:
+    """Every TLS or DNS mistake stops the start naming the file, the key and what is wrong."""
+    cert, good_key, other_key = _tls_files(tmp_path)
+    listener = {"transport": "tls", "port": 5061, "cert": cert, "key": good_key}
+    data: dict[str, Any] = {"listen": [listener]}
+    if case == "no cert":
+        del listener["cert"]
+    elif case == "missing file":
+        listener["cert"] = str(tmp_path / "nowhere.pem")
+    elif case == "key of another cert":
+        listener["key"] = other_key
+    elif case == "client_ca missing":
+        listener["client_cert"] = "required"
+    elif case == "tls key on udp":
+        listener["transport"] = "udp"
+    elif case == "bad ciphers":
+        listener["ciphers"] = "NO-SUCH-CIPHER"
+    elif case == "bad dns server":
+        data["dns"] = {"servers": ["resolver.example:53"]}
+    elif case == "bad dns port":
+        data["dns"] = {"servers": ["192.0.2.53:dns"]}
+    with pytest.raises(ConfigError) as raised:
+        parse_config(data, "p.toml")
+    assert str(raised.value).startswith(f"p.toml: {key}: "), str(raised.value)
+    assert message in str(raised.value)

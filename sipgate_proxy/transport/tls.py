@@ -68,7 +68,10 @@ def _load_pair(context: SSL.Context, cert: str, key: str) -> None:
     try:
         context.use_privatekey_file(key)
     except SSL.Error as error:
-        raise TlsSetupError(f"cannot load private key {key}: {_openssl_reason(error)}") from None
+        reason = _openssl_reason(error)
+        if "mismatch" in reason:
+            raise TlsSetupError(f"private key {key} does not belong to certificate {cert}") from None
+        raise TlsSetupError(f"cannot load private key {key}: {reason}") from None
     try:
         context.check_privatekey()
     except SSL.Error:
