@@ -51,6 +51,11 @@ class Listener:
     #: certificates and client-certificate policy of a TLS listener
     tls: TlsServerSettings | None = None
 
+    @property
+    def name(self) -> str:
+        """How the core and the logs name this listener: ``transport:address:port``."""
+        return f"{self.transport}:{self.address}:{self.port}"
+
 
 @dataclass(frozen=True, slots=True)
 class ProxySettings:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import signal
 import socket
 from dataclasses import replace
@@ -24,7 +23,7 @@ from .sip.forwarding import NextHop
 from .sip.message import Message, Request, Response
 from .sip.parser import ParseError, ParseLimits
 from .sip.proxy import CoreSettings, Interface, ProxyCore, Router
-from .sip.settings import bare
+from .sip.settings import bare, is_ip
 from .sip.transaction import Destination, TimerValues
 from .transport.resolve import Hop, LookupFailed, ServerLocator, make_resolver
 from .transport.stream import ConnectionTable, SIPStreamProtocol
@@ -48,24 +47,6 @@ def _grow_buffers(port: Any, size: int) -> None:
                 sock.setsockopt(socket.SOL_SOCKET, option, size)
             except OSError as error:
                 log.warn("cannot set UDP socket buffer to {size}: {error}", size=size, error=error)
-
-
-_ip_memo: dict[str, bool] = {}
-
-
-def _is_ip(host: str) -> bool:
-    """Whether ``host`` is an IP literal (memoised: the same peers recur)."""
-    known = _ip_memo.get(host)
-    if known is None:
-        try:
-            ipaddress.ip_address(host)
-            known = True
-        except ValueError:
-            known = False
-        if len(_ip_memo) >= 65536:
-            _ip_memo.clear()
-        _ip_memo[host] = known
-    return known
 
 
 class ProxyService(Service):
@@ -122,7 +103,7 @@ class ProxyService(Service):
             # SIGHUP reloads the routing tables (the default action would end us)
             signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(self.reload))
         for index, listener in enumerate(self.config.listeners):
-            name = f"{listener.transport}:{listener.address}:{listener.port}"
+            name = listener.name
             try:
                 if listener.transport == "udp":
                     protocol = SIPDatagramProtocol(name, self._deliver_datagram)
@@ -239,8 +220,7 @@ class ProxyService(Service):
         connections keep the context they were made with."""
         fresh: list[tuple[ServerTLS, ServerTLS]] = []
         for listener in config.listeners:
-            name = f"{listener.transport}:{listener.address}:{listener.port}"
-            current = self.server_tls.get(name)
+            current = self.server_tls.get(listener.name)
             if current is not None and listener.tls is not None:
                 fresh.append((current, ServerTLS(listener.tls)))
         clients = ClientTLSCache(config.tls)
@@ -411,7 +391,7 @@ class ProxyService(Service):
             )
             return
         self.connections.alias(connection, host, port)
-        if not _is_ip(host):
+        if not is_ip(host):
             # the name, proven by the certificate, is at the address we see
             self.connections.alias(connection, source.host, port)
 
@@ -454,7 +434,7 @@ class ProxyService(Service):
 
     def _transmit(self, data: bytes, destination: Destination) -> None:
         host = destination.host
-        if not _is_ip(host):
+        if not is_ip(host):
             self._send_to_name(data, destination)
             return
         if destination.transport == "udp":

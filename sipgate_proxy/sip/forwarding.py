@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 from ..routing.decisions import Target
 from .errors import SIPError
 from .message import Request, cached_name_addr
-from .settings import CoreSettings, Interface, bare, via_destination
+from .settings import CoreSettings, Interface, bare, is_ip, via_destination
 from .transaction import Destination
 from .uri import URI, parse_uri
 
@@ -39,12 +39,6 @@ def literal_hop(hop: NextHop) -> Destination:
     transport = hop.transport or ("tls" if hop.secure else "udp")
     port = hop.port or (5061 if transport == "tls" else 5060)
     return Destination(transport, hop.host, port, server_name=hop.host if transport == "tls" else None)
-
-
-def is_ip_literal(host: str) -> bool:
-    if ":" in host:
-        return True
-    return host.replace(".", "").isdigit() and host.count(".") == 3
 
 
 class Forwarding:
@@ -97,7 +91,7 @@ class Forwarding:
 
     def _locate_hop(self, hop: NextHop) -> Any:
         """Destinations of ``hop`` in failover order: a list, or a Deferred of one."""
-        if self.locate is None or is_ip_literal(hop.host):
+        if self.locate is None or is_ip(hop.host):
             return [literal_hop(hop)]
         return self.locate(hop)
 

@@ -413,7 +413,9 @@ class ProxyCore(Forwarding, BranchControl):
             hop = self._prepare(request, target)
             located = self._locate_hop(hop)
         except SIPError as error:
-            return self._unroutable(context, target, request, error)
+            branch = Branch(context, target, request)
+            context.branches.append(branch)
+            return self._unroutable(branch, error.status, error.reason)
         branch = Branch(context, target, request)
         branch.hop_transport = hop.transport
         context.branches.append(branch)
@@ -424,15 +426,16 @@ class ProxyCore(Forwarding, BranchControl):
         located.addCallbacks(self._located, self._not_located, callbackArgs=(branch,), errbackArgs=(branch, hop))
         return True
 
-    def _unroutable(self, context: ResponseContext, target: Target, request: Request, error: SIPError) -> bool:
-        branch = Branch(context, target, request)
-        branch.final = error.status
-        context.branches.append(branch)
-        context.consider(make_response(context.request, error.status, error.reason))
+    def _unroutable(self, branch: Branch, status: int, reason: str) -> bool:
+        """A branch that could not leave while its target was being started: it
+        ends now, and the caller of start_branch moves on by itself."""
+        context = branch.context
+        branch.final = status
+        context.consider(make_response(context.request, status, reason))
         log.info(
             "cannot send to {target}: {reason} (Call-ID {call_id})",
-            target=target.uri,
-            reason=error.reason,
+            target=branch.target.uri,
+            reason=reason,
             call_id=context.request.get("call-id"),
         )
         return False
@@ -503,8 +506,7 @@ class ProxyCore(Forwarding, BranchControl):
             return True
         status, reason = failure or (503, "Service Unavailable (no usable destination)")
         if initial:
-            context.branches.remove(branch)
-            return self._unroutable(context, branch.target, branch.request, SIPError(status, reason))
+            return self._unroutable(branch, status, reason)
         context.branch_failed(branch, status, reason, now)
         return False
 

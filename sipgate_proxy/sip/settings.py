@@ -67,6 +67,24 @@ def bare(host: str) -> str:
     return host[1:-1] if host.startswith("[") else host
 
 
+_ip_memo: dict[str, bool] = {}
+
+
+def is_ip(host: str) -> bool:
+    """Whether ``host`` (without brackets) is an IP literal (memoised: the same peers recur)."""
+    known = _ip_memo.get(host)
+    if known is None:
+        try:
+            ipaddress.ip_address(host)
+            known = True
+        except ValueError:
+            known = False
+        if len(_ip_memo) >= 65536:
+            _ip_memo.clear()
+        _ip_memo[host] = known
+    return known
+
+
 def undeliverable(host: str) -> bool:
     """Broadcast, multicast and unspecified addresses never get a response."""
     try:

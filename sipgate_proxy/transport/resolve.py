@@ -26,7 +26,6 @@ Order when a name has neither a port nor a transport (RFC 3263 4.1):
 
 from __future__ import annotations
 
-import ipaddress
 import random
 import socket
 from collections.abc import Generator, Iterable, Mapping
@@ -37,6 +36,8 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime, IResolver
 from twisted.names import client, dns, error
 from twisted.python.failure import Failure
+
+from ..sip.settings import is_ip
 
 __all__ = ["Hop", "LookupFailed", "ServerLocator", "make_resolver"]
 
@@ -102,16 +103,6 @@ def _normalise(name: str) -> str:
     if name.startswith("[") and name.endswith("]"):
         return name[1:-1]
     return name.rstrip(".")
-
-
-def _is_literal(name: str) -> bool:
-    if ":" not in name and not name[-1:].isdigit():
-        return False
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
 
 
 def _text(value: bytes | str | dns.Name | dns.Charstr) -> str:
@@ -256,7 +247,7 @@ class ServerLocator:
         """Hops for an IP literal or a ``hosts`` name (RFC 3263 4.1/4.2 without DNS)."""
         if not name:
             raise LookupFailed("no host to locate")
-        address = name if _is_literal(name) else self._hosts.get(name)
+        address = name if is_ip(name) else self._hosts.get(name)
         if address is None:
             return None
         transport = transport or self._default_transport(secure)
@@ -351,7 +342,7 @@ class ServerLocator:
     def _hosts_or_literal(self, name: str) -> tuple[str, ...] | None:
         if name in self._hosts:
             return (self._hosts[name],)
-        if _is_literal(name):
+        if is_ip(name):
             return (name,)
         return None
 

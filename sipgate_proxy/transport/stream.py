@@ -25,6 +25,7 @@ from ..sip.errors import FramingError
 from ..sip.message import Message
 from ..sip.parser import ParseError, ParseLimits, StreamFramer
 from ..sip.transaction import Destination
+from .tls import openssl_reason
 
 log = Logger(namespace="sipgate_proxy.transport")
 
@@ -97,8 +98,9 @@ class SIPStreamProtocol(Protocol, TimeoutMixin):
         self._stop_handshake_timer()
 
     def tls_refused(self, reason: str) -> None:
-        """The TLS layer refused the peer (identity check); the connection is being aborted."""
-        self.refused = reason
+        """The TLS layer refused the peer (chain or identity); the first reason is the one logged."""
+        if self.refused is None:
+            self.refused = reason
 
     def _handshake_late(self) -> None:
         self._handshake_timer = None
@@ -168,7 +170,7 @@ class SIPStreamProtocol(Protocol, TimeoutMixin):
             # with TLS 1.3 a server refuses our certificate (or its absence)
             # only after our side of the handshake is done: an outbound TLS
             # connection that closes before the peer said anything failed too
-            why = self.refused or _tls_reason(reason)
+            why = self.refused or openssl_reason(reason.value)
             if self.destination is not None:
                 log.warn(
                     "tls connection to {host}:{port} ({name}) refused: {reason}",
@@ -185,17 +187,6 @@ class SIPStreamProtocol(Protocol, TimeoutMixin):
                     port=self.peer[1],
                     reason=why,
                 )
-
-
-def _tls_reason(reason: Failure) -> str:
-    """What OpenSSL said, in a line."""
-    value = reason.value
-    args = getattr(value, "args", ())
-    if args and isinstance(args[0], list):
-        parts = [item[2] for item in args[0] if isinstance(item, tuple) and len(item) >= 3 and item[2]]
-        if parts:
-            return "; ".join(str(p) for p in parts)
-    return reason.getErrorMessage()
 
 
 class _InboundFactory(Factory):

@@ -10,7 +10,6 @@ changes what new connections see and leaves established ones alone.
 
 from __future__ import annotations
 
-import ipaddress
 from collections import OrderedDict
 from typing import Any
 
@@ -24,6 +23,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..config_tls import TlsClientSettings, TlsPeer, TlsServerSettings
+from ..sip.settings import is_ip
 
 log = Logger(namespace="sipgate_proxy.transport")
 
@@ -41,7 +41,8 @@ class TlsSetupError(Exception):
         self.reason = reason
 
 
-def _openssl_reason(error: Exception) -> str:
+def openssl_reason(error: BaseException) -> str:
+    """What OpenSSL said about ``error``, in a line."""
     if isinstance(error, SSL.Error) and error.args and isinstance(error.args[0], list):
         parts = [item[2] for item in error.args[0] if len(item) >= 3 and item[2]]
         if parts:
@@ -56,7 +57,7 @@ def _base_context(min_version: str, ciphers: str | None) -> SSL.Context:
     try:
         context.set_cipher_list((ciphers or DEFAULT_CIPHERS).encode("ascii"))
     except SSL.Error as error:
-        raise TlsSetupError(f"no usable cipher in {ciphers!r}: {_openssl_reason(error)}") from None
+        raise TlsSetupError(f"no usable cipher in {ciphers!r}: {openssl_reason(error)}") from None
     return context
 
 
@@ -64,11 +65,11 @@ def _load_pair(context: SSL.Context, cert: str, key: str) -> None:
     try:
         context.use_certificate_chain_file(cert)
     except SSL.Error as error:
-        raise TlsSetupError(f"cannot load certificate chain {cert}: {_openssl_reason(error)}") from None
+        raise TlsSetupError(f"cannot load certificate chain {cert}: {openssl_reason(error)}") from None
     try:
         context.use_privatekey_file(key)
     except SSL.Error as error:
-        reason = _openssl_reason(error)
+        reason = openssl_reason(error)
         if "mismatch" in reason:
             raise TlsSetupError(f"private key {key} does not belong to certificate {cert}") from None
         raise TlsSetupError(f"cannot load private key {key}: {reason}") from None
@@ -82,7 +83,7 @@ def _load_ca(context: SSL.Context, ca_file: str) -> None:
     try:
         context.load_verify_locations(ca_file)
     except SSL.Error as error:
-        raise TlsSetupError(f"cannot load CA certificates from {ca_file}: {_openssl_reason(error)}") from None
+        raise TlsSetupError(f"cannot load CA certificates from {ca_file}: {openssl_reason(error)}") from None
 
 
 def check_certificate(cert: str, key: str) -> None:
@@ -129,11 +130,15 @@ def _accept_verified(connection: Any, cert: Any, errno: int, depth: int, ok: int
         subject = cert.get_subject().CN if cert is not None else None
         if subject:
             reason = f"{reason} ({subject})"
-        protocol = connection.get_app_data()
-        wrapped = getattr(protocol, "wrappedProtocol", None)
-        if wrapped is not None and hasattr(wrapped, "tls_refused") and getattr(wrapped, "refused", None) is None:
-            wrapped.tls_refused(reason)
+        _tell_refused(connection, reason)
     return bool(ok)
+
+
+def _tell_refused(connection: SSL.Connection, reason: str) -> None:
+    """Give the SIP connection under the TLS layer the reason it is refused, for its log line."""
+    wrapped = getattr(connection.get_app_data(), "wrappedProtocol", None)
+    if wrapped is not None and hasattr(wrapped, "tls_refused"):
+        wrapped.tls_refused(reason)
 
 
 # -- listeners ---------------------------------------------------------------
@@ -189,14 +194,6 @@ class ServerTLS:
 
 
 # -- outbound ----------------------------------------------------------------
-
-
-def is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def verify_identity(cert: Any, name: str) -> None:
@@ -265,11 +262,8 @@ class ClientTLS:
         except VerificationError:
             presented = _describe(cert) if cert is not None else "no certificate"
             reason = f"certificate is for {presented}, not {self.server_name}"
-            protocol = connection.get_app_data()
-            wrapped = getattr(protocol, "wrappedProtocol", None)
-            if wrapped is not None and hasattr(wrapped, "tls_refused"):
-                wrapped.tls_refused(reason)
-            protocol.failVerification(Failure(TlsSetupError(reason)))
+            _tell_refused(connection, reason)
+            connection.get_app_data().failVerification(Failure(TlsSetupError(reason)))
 
 
 class ClientTLSCache:
