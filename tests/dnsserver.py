@@ -32,8 +32,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import selectors
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer
@@ -215,6 +218,44 @@ def listen_dns(reactor: Any, zone: Zone, *, port: int = 0, interface: str = "127
         return DNSPort(udp, tcp, authority)
     assert last is not None
     raise last
+
+
+class DNSProcess:
+    """``python -m tests.dnsserver`` serving ``zone`` on a free loopback port, in a process
+    of its own (for tests whose proxy runs as a separate twistd). Stop it with ``stop``."""
+
+    def __init__(self, zone: Mapping[str, Any], directory: Path, timeout: float = 30.0) -> None:
+        zone_file = directory / "zone.json"
+        zone_file.write_text(json.dumps(zone))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.dnsserver", "--port", "0", "--zone", str(zone_file)],
+            cwd=Path(__file__).resolve().parent.parent,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            assert self.process.stdout is not None
+            with selectors.DefaultSelector() as selector:
+                selector.register(self.process.stdout, selectors.EVENT_READ)
+                if not selector.select(timeout=timeout):
+                    raise TimeoutError(f"the DNS server did not start within {timeout:g} s")
+            line = self.process.stdout.readline()
+            if not line.startswith("listening on 127.0.0.1:"):
+                raise RuntimeError(f"the DNS server did not start: {line!r}")
+        except BaseException:
+            self.stop()
+            raise
+        self.port = int(line.rsplit(":", 1)[1])
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 def load_zone(path: str) -> dict[str, Any]:

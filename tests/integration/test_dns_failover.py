@@ -8,14 +8,12 @@ The test serves its own zone with a twisted.names server on loopback
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.dnsserver import DNSProcess
 from tests.integration.harness import (
     LOOPBACK,
     ProxyProcess,
@@ -34,28 +32,16 @@ REPO = Path(__file__).resolve().parent.parent.parent
 @pytest.fixture
 def dns_server(tmp_path: Path) -> Iterator[Callable[[dict[str, object]], int]]:
     """Start ``python -m tests.dnsserver`` on a free loopback port with a zone; returns its port."""
-    started: list[subprocess.Popen[str]] = []
+    started: list[DNSProcess] = []
 
     def start(zone: dict[str, object]) -> int:
-        path = tmp_path / "zone.json"
-        path.write_text(json.dumps(zone))
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.dnsserver", "--port", "0", "--zone", str(path)],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        started.append(process)
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("listening on 127.0.0.1:"), line
-        return int(line.rsplit(":", 1)[1])
+        server = DNSProcess(zone, tmp_path)
+        started.append(server)
+        return server.port
 
     yield start
-    for process in started:
-        process.terminate()
-        process.wait(timeout=10)
+    for server in started:
+        server.stop()
 
 
 def test_calls_fail_over_from_a_dead_srv_target_to_the_next(

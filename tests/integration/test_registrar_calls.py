@@ -29,10 +29,18 @@ password = "wonderland"
 """
 
 
-def registrar_config(port: int, workdir: Path, store: str | None = None) -> str:
+def registrar_config(
+    port: int,
+    workdir: Path,
+    store: str | None = None,
+    *,
+    users: str = USERS,
+    auth: str = "authenticate_calls = false",
+) -> str:
     """A proxy with the registrar on ``port``; ``store`` holds the store's keys
-    (default: SQLite in ``workdir``)."""
-    (workdir / "users.toml").write_text(USERS)
+    (default: SQLite in ``workdir``), ``users`` the credentials file, ``auth``
+    the further keys of [routing.registrar.auth]."""
+    (workdir / "users.toml").write_text(users)
     if store is None:
         store = f'store = "sqlite"\npath = "{workdir / "location.sqlite"}"'
     return f"""
@@ -53,7 +61,7 @@ domains = ["127.0.0.1"]
 
 [routing.registrar.auth]
 users_file = "{workdir / "users.toml"}"
-authenticate_calls = false
+{auth}
 """
 
 

@@ -29,6 +29,7 @@ from tests.integration.harness import (
     run_sipp_pair,
     traced_messages,
 )
+from tests.integration.test_registrar_calls import registrar_config
 
 pytestmark = pytest.mark.integration
 
@@ -47,29 +48,7 @@ def auth_registrar_config(port: int, workdir: Path) -> str:
         f'[[users]]\nusername = "{name}"\nrealm = "{LOOPBACK}"\npassword = "{password}"\n\n'
         for name, password in PASSWORDS.items()
     )
-    (workdir / "users.toml").write_text(users)
-    return f"""
-[[listen]]
-transport = "udp"
-address = "{LOOPBACK}"
-port = {port}
-
-[log]
-level = "info"
-
-[routing]
-routers = ["registrar"]
-
-[routing.registrar]
-domains = ["{LOOPBACK}"]
-store = "sqlite"
-path = "{workdir / "location.sqlite"}"
-
-[routing.registrar.auth]
-users_file = "{workdir / "users.toml"}"
-algorithms = ["MD5"]
-authenticate_calls = true
-"""
+    return registrar_config(port, workdir, users=users, auth='algorithms = ["MD5"]\nauthenticate_calls = true')
 
 
 def digest_args(user: str, password: str) -> list[str]:

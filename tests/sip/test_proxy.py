@@ -32,13 +32,17 @@ class FakeRouter:
 
 
 class Harness:
-    def __init__(self, decision: Any = None, **settings: Any) -> None:
+    def __init__(self, decision: Any = None, interfaces: list[Interface] | None = None, **settings: Any) -> None:
         self.sent: list[tuple[bytes, Destination]] = []
         self.router = FakeRouter(decision)
         self.now = 100.0
         settings.setdefault("timers", TimerValues(0.5, 4.0, 5.0))
         self.core = ProxyCore(
-            [UDP, TCP], CoreSettings(**settings), self.router, lambda d, dest: self.sent.append((d, dest)), self.clock
+            interfaces or [UDP, TCP],
+            CoreSettings(**settings),
+            self.router,
+            lambda d, dest: self.sent.append((d, dest)),
+            self.clock,
         )
 
     def clock(self) -> float:

@@ -8,13 +8,9 @@ make_resolver on the global reactor, and one test starts ``python -m tests.dnsse
 
 from __future__ import annotations
 
-import json
 import random
-import selectors
 import socket
 import struct
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Generator
 from pathlib import Path
@@ -29,7 +25,7 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest as trial
 
 from sipgate_proxy.transport.resolve import Hop, LookupFailed, ServerLocator, make_resolver
-from tests.dnsserver import FakeResolver, listen_dns
+from tests.dnsserver import DNSProcess, FakeResolver, listen_dns
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -672,24 +668,9 @@ def _ask(sock: socket.socket, name: bytes, rtype: int, *, tcp: bool) -> dns.Mess
 
 def test_dnsserver_runs_as_a_process_from_a_json_zone(tmp_path: Path) -> None:
     """``python -m tests.dnsserver --port 0 --zone z.json`` prints its address and answers over UDP and TCP."""
-    zone_file = tmp_path / "zone.json"
-    zone_file.write_text(json.dumps(LOOPBACK_ZONE))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.dnsserver", "--port", "0", "--zone", str(zone_file)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
+    server = DNSProcess(LOOPBACK_ZONE, tmp_path)
+    port = server.port
     try:
-        assert process.stdout is not None
-        with selectors.DefaultSelector() as selector:
-            selector.register(process.stdout, selectors.EVENT_READ)
-            assert selector.select(timeout=30), "the DNS server did not start within 30 s"
-        line = process.stdout.readline()
-        assert line.startswith("listening on 127.0.0.1:"), line
-        port = int(line.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=10) as tcp:
             answer = _ask(tcp, b"sip2.example.test", dns.A, tcp=True)
         assert [rr.payload.dottedQuad() for rr in answer.answers] == ["127.0.0.2"]
@@ -705,9 +686,4 @@ def test_dnsserver_runs_as_a_process_from_a_json_zone(tmp_path: Path) -> None:
             assert _ask(udp, b"sip2.example.test", dns.AAAA, tcp=False).answers == []  # known name: NOERROR
             assert _ask(udp, b"nothing.example.test", dns.A, tcp=False).rCode == dns.ENAME
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        server.stop()
