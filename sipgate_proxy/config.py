@@ -185,18 +185,17 @@ def _port(text: str, key: str, whole: str) -> int:
     return int(text)
 
 
-def _listeners(raw: Any, base: Path) -> tuple[Listener, ...]:
-    if raw is None:
+def _listeners(root: Table, base: Path) -> tuple[Listener, ...]:
+    expected = "expected one or more [[listen]] tables"
+    tables = root.tables("listen", expected, "expected a table")
+    if tables is None:
         return DEFAULT_LISTENERS
-    if not isinstance(raw, list) or not raw:
-        raise ConfigError("listen", "expected one or more [[listen]] tables")
+    if not tables:
+        raise ConfigError("listen", expected)
     result = []
     seen = set()
-    for index, item in enumerate(raw):
-        prefix = f"listen[{index}]"
-        if not isinstance(item, dict):
-            raise ConfigError(prefix, "expected a table")
-        table = Table(item, prefix)
+    for table in tables:
+        prefix = table.prefix
         transport = table.string("transport", None, TRANSPORTS)
         if transport is None:
             raise ConfigError(table.key("transport"), f"required: one of {', '.join(TRANSPORTS)}")
@@ -217,17 +216,9 @@ def _listeners(raw: Any, base: Path) -> tuple[Listener, ...]:
     return tuple(result)
 
 
-def _trusted(raw: Any) -> tuple[TrustedPeer, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise ConfigError("trusted", "expected [[trusted]] tables")
+def _trusted(root: Table) -> tuple[TrustedPeer, ...]:
     peers = []
-    for index, item in enumerate(raw):
-        prefix = f"trusted[{index}]"
-        if not isinstance(item, dict):
-            raise ConfigError(prefix, "expected a table with cidr and tag")
-        table = Table(item, prefix)
+    for table in root.tables("trusted", "expected [[trusted]] tables", "expected a table with cidr and tag") or ():
         cidr = table.string("cidr", None)
         if cidr is None:
             raise ConfigError(table.key("cidr"), "required: a network such as '192.0.2.0/24'")
@@ -263,8 +254,7 @@ def _parse(data: Mapping[str, Any], path: str) -> Config:
     proxy_t.finish()
 
     base_dir = Path(path).parent
-    root.used.add("listen")
-    listeners = _listeners(data.get("listen"), base_dir)
+    listeners = _listeners(root, base_dir)
     root.used.add("tls")
     tls = client_tls(data.get("tls"), base_dir)
 
@@ -327,7 +317,6 @@ def _parse(data: Mapping[str, Any], path: str) -> Config:
         ban=security_t.number("flood_ban", 300.0, 1.0, 86400.0),
     )
     security_t.finish()
-    root.used.add("trusted")
     admission_t = root.table("admission")
     trunks_t = admission_t.table("per_trunk")
     per_trunk = {}
@@ -344,7 +333,7 @@ def _parse(data: Mapping[str, Any], path: str) -> Config:
     if admission.status not in (486, 503):
         raise ConfigError("admission.status", f"expected 503 or 486, got {admission.status}")
     admission_t.finish()
-    security = SecuritySettings(flood=flood, trusted=_trusted(data.get("trusted")), admission=admission)
+    security = SecuritySettings(flood=flood, trusted=_trusted(root), admission=admission)
 
     routing_t = root.table("routing")
     routers = routing_t.strings("routers", ("static",))

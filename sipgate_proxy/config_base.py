@@ -107,6 +107,22 @@ class Table:
             raise ConfigError(self.key(name), f"expected a table, got {type_name(value)}")
         return Table(value, self.key(name))
 
+    def tables(self, name: str, expected_list: str, expected_item: str) -> list[Table] | None:
+        """The tables of the array of tables ``[[name]]`` (None when absent); each item
+        that is not a table, or a value that is not an array, raises with the message given."""
+        value = self._get(name)
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            raise ConfigError(self.key(name), expected_list)
+        result = []
+        for index, item in enumerate(value):
+            key = f"{self.key(name)}[{index}]"
+            if not isinstance(item, dict):
+                raise ConfigError(key, expected_item)
+            result.append(Table(item, key))
+        return result
+
     def finish(self) -> None:
         for name in self.data:
             if name not in self.used:

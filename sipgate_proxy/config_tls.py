@@ -154,19 +154,13 @@ def _ciphers(table: Table) -> str | None:
 def listener_tls(table: Table, base: Path) -> TlsServerSettings:
     """The TLS keys of one ``[[listen]]`` table with ``transport = "tls"``."""
     certificates = [_certificate(table, base)]
-    raw = table._get("sni")
-    if raw is not None:
-        if not isinstance(raw, list):
-            raise ConfigError(table.key("sni"), "expected [[listen.sni]] tables with names, cert and key")
-        for index, item in enumerate(raw):
-            if not isinstance(item, dict):
-                raise ConfigError(f"{table.key('sni')}[{index}]", "expected a table with names, cert and key")
-            sni = Table(item, f"{table.key('sni')}[{index}]")
-            names = tuple(name.lower().rstrip(".") for name in sni.strings("names", ()))
-            if not names:
-                raise ConfigError(sni.key("names"), "required: the server names this certificate answers")
-            certificates.append(_certificate(sni, base, names))
-            sni.finish()
+    expected = "with names, cert and key"
+    for sni in table.tables("sni", f"expected [[listen.sni]] tables {expected}", f"expected a table {expected}") or ():
+        names = tuple(name.lower().rstrip(".") for name in sni.strings("names", ()))
+        if not names:
+            raise ConfigError(sni.key("names"), "required: the server names this certificate answers")
+        certificates.append(_certificate(sni, base, names))
+        sni.finish()
     client_cert = table.string("client_cert", "none", CLIENT_CERT_MODES) or "none"
     client_ca = _ca_file(table, "client_ca", base)
     if client_cert != "none" and client_ca is None:
@@ -199,38 +193,30 @@ def client_tls(raw: Any, base: Path) -> TlsClientSettings:
         pair = _certificate(table, base)
         cert, key = pair.cert, pair.key
     peers = []
-    raw_peers = table._get("peers")
-    if raw_peers is not None:
-        if not isinstance(raw_peers, list):
-            raise ConfigError("tls.peers", "expected [[tls.peers]] tables")
-        for index, item in enumerate(raw_peers):
-            prefix = f"tls.peers[{index}]"
-            if not isinstance(item, dict):
-                raise ConfigError(prefix, "expected a table with host")
-            peer_t = Table(item, prefix)
-            host = peer_t.string("host", None)
-            if not host:
-                raise ConfigError(peer_t.key("host"), "required: the next hop's host name or IP address")
-            port = peer_t.integer("port", 0, 0, 65535) or None
-            server_name = peer_t.string("server_name", None)
-            peer_ca = _ca_file(peer_t, "ca_file", base)
-            peer_cert = peer_key = None
-            if "cert" in item or "key" in item:
-                pair = _certificate(peer_t, base)
-                peer_cert, peer_key = pair.cert, pair.key
-            peer_verify = peer_t.boolean("verify", verify)
-            peer_t.finish()
-            peers.append(
-                TlsPeer(
-                    host=host.lower(),
-                    port=port,
-                    server_name=server_name.lower() if server_name else None,
-                    ca_file=peer_ca,
-                    cert=peer_cert,
-                    key=peer_key,
-                    verify=peer_verify,
-                )
+    for peer_t in table.tables("peers", "expected [[tls.peers]] tables", "expected a table with host") or ():
+        host = peer_t.string("host", None)
+        if not host:
+            raise ConfigError(peer_t.key("host"), "required: the next hop's host name or IP address")
+        port = peer_t.integer("port", 0, 0, 65535) or None
+        server_name = peer_t.string("server_name", None)
+        peer_ca = _ca_file(peer_t, "ca_file", base)
+        peer_cert = peer_key = None
+        if "cert" in peer_t.data or "key" in peer_t.data:
+            pair = _certificate(peer_t, base)
+            peer_cert, peer_key = pair.cert, pair.key
+        peer_verify = peer_t.boolean("verify", verify)
+        peer_t.finish()
+        peers.append(
+            TlsPeer(
+                host=host.lower(),
+                port=port,
+                server_name=server_name.lower() if server_name else None,
+                ca_file=peer_ca,
+                cert=peer_cert,
+                key=peer_key,
+                verify=peer_verify,
             )
+        )
     settings = TlsClientSettings(
         ca_file=ca_file,
         verify=verify,
