@@ -92,6 +92,8 @@ class ProxyService(Service):
         #: names sent to outside the core (Via sent-by, probes) and the address used, so a
         #: transport error on the address reaches the transactions that know the name
         self._resolved: dict[str, str] = {}
+        #: one for the life of the service: locators made on reload share it
+        self._system_resolver = _SystemResolver()
         self.locator = self._make_locator(config)
 
     # -- start and stop ----------------------------------------------------
@@ -182,7 +184,7 @@ class ProxyService(Service):
             elif settings.servers:
                 resolver = make_resolver(list(settings.servers), settings.timeout, reactor=self.reactor)
             else:
-                resolver = _SystemResolver()
+                resolver = self._system_resolver
         return ServerLocator(
             self.reactor,
             resolver,
@@ -277,9 +279,10 @@ class ProxyService(Service):
         if self.core is not None:
             self.core.router = chain
         self._stop_routers(old)
+        if config.dns != self.config.dns:
+            # new [dns] settings apply to new lookups (the cache goes with the old ones)
+            self.locator = self._make_locator(replace(self.config, dns=config.dns))
         self.config = replace(self.config, routing=config.routing, dns=config.dns, tls=config.tls)
-        # new [dns] settings (and listeners' transports) apply to new lookups
-        self.locator = self._make_locator(config)
         log.info(
             "routing reloaded: {routers}; certificates of {count} TLS listener(s) reloaded",
             routers=", ".join(routing.routers),

@@ -104,6 +104,28 @@ def test_reload_switches_routes(tmp_path: Path) -> None:
     assert proxy.next_hop() == ("192.0.2.11", 5070)
 
 
+def test_reload_applies_new_dns_names_and_keeps_the_cache_otherwise(tmp_path: Path) -> None:
+    """A changed [dns] table takes effect for new lookups; a reload that leaves [dns]
+    alone keeps the server locator (and what it has cached)."""
+    path = tmp_path / "proxy.toml"
+
+    def write_named(address: str) -> None:
+        text = BASE.format(host=10, routers='["static"]', plugin_dirs="[]")
+        text = text.replace("sip:192.0.2.10:5070", "sip:gw.example.net:5070")
+        path.write_text(text + f'\n[dns]\nmode = "hosts"\n[dns.hosts]\n"gw.example.net" = "{address}"\n')
+
+    write_named("192.0.2.20")
+    proxy = Proxy(path)
+    assert proxy.next_hop() == ("192.0.2.20", 5070)
+    locator = proxy.service.locator
+    write_named("192.0.2.20")  # reloaded with the same [dns]
+    assert proxy.service.reload() is True
+    assert proxy.service.locator is locator
+    write_named("192.0.2.21")
+    assert proxy.service.reload() is True
+    assert proxy.next_hop() == ("192.0.2.21", 5070)
+
+
 def test_failed_reload_keeps_the_old_tables_and_says_why(tmp_path: Path) -> None:
     """A reload whose config is invalid changes nothing and logs the file, key and reason."""
     path = tmp_path / "proxy.toml"
