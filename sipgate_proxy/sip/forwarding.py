@@ -117,7 +117,8 @@ class Forwarding:
             request.insert_first("record-route", f"<{self._rr_uri(interface, True, secure)}>")
 
     def _destination(self, uri: URI, request: Request) -> Destination:
-        """The first destination of ``uri`` when it needs no lookup (probes, stateless ACKs)."""
+        """The destination of ``uri`` without server location (our OPTIONS probes; the I/O
+        layer resolves a name in it)."""
         return literal_hop(self._next_hop(uri, request))
 
     def _has_transport(self, transport: str) -> bool:

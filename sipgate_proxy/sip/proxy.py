@@ -548,17 +548,17 @@ class ProxyCore(Forwarding, BranchControl):
             log.info("dropped ACK: {reason}", reason=error.reason)
             return
         if isinstance(located, list):
-            self._send_ack(request, located)
+            self._send_ack(request, located, hop.transport)
         else:
-            located.addCallbacks(lambda hops: self._send_ack(request, hops), self._ack_not_located)
+            located.addCallbacks(lambda hops: self._send_ack(request, hops, hop.transport), self._ack_not_located)
 
     def _ack_not_located(self, failure: Any) -> None:
         log.info("dropped ACK: {reason}", reason=failure.getErrorMessage())
 
-    def _send_ack(self, request: Request, hops: list[Destination]) -> None:
+    def _send_ack(self, request: Request, hops: list[Destination], hop_transport: str | None) -> None:
         if not hops:
             return
-        dest = hops[0]
+        dest = self._size_transport(hops[0], hop_transport, request)
         try:
             interface = self._interface_for(dest)
         except SIPError as error:
