@@ -472,10 +472,11 @@ class ProxyCore(Forwarding, BranchControl):
         while branch.hops:
             dest = branch.hops.pop(0)
             last = not branch.hops
+            # the request as prepared, before Record-Route and Via: copied while
+            # other destinations may still need it, used itself by the last one
             base = branch.base if branch.base is not None else branch.request
             request = base if last else base.copy()
-            if not last and branch.base is None:
-                branch.base = base
+            branch.base = None if last else base
             dest = self._size_transport(dest, branch.hop_transport, request)
             try:
                 interface = self._interface_for(dest)
@@ -486,8 +487,6 @@ class ProxyCore(Forwarding, BranchControl):
             dest = dest._replace(local=interface.name)
             branch_id = self._new_branch(context.request)
             request.insert_first("via", f"SIP/2.0/{dest.transport.upper()} {interface.sent_by()};branch={branch_id}")
-            if last:
-                branch.base = None
             branch.request = request
             txn = self.layer.new_client(request, branch_id, dest, self)
             txn.user_data = branch
